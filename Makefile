@@ -1,0 +1,63 @@
+# Parley: `make run` starts the product on embedded defaults; `make test` installs what the
+# tests need (system packages included) and runs them. See README.md.
+
+PYTHON ?= python3
+VENV ?= .venv
+BIN := $(VENV)/bin
+HOST ?= 127.0.0.1
+PORT ?= 8000
+SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
+APT_INSTALL := DEBIAN_FRONTEND=noninteractive $(SUDO) apt-get install -y --no-install-recommends
+# Debian packages the tests start for real: redis-server (Redis channel layer) and
+# chromium (browser tests, driven by Playwright with executable_path).
+TEST_SYSTEM_PACKAGES := redis-server chromium
+
+.PHONY: run test install install-dev system-deps test-system-deps lint bench clean
+
+run: install
+	$(BIN)/python manage.py migrate --noinput
+	$(BIN)/python manage.py collectstatic --noinput -v0
+	$(BIN)/daphne -b $(HOST) -p $(PORT) project.asgi:application
+
+test: test-system-deps install-dev
+	$(BIN)/ruff check .
+	$(BIN)/python -m pytest $(PYTEST_ARGS)
+
+lint: install-dev
+	$(BIN)/ruff check .
+
+bench: test-system-deps install-dev
+	$(BIN)/python bench/chat_fanout.py
+
+install: $(VENV)/.installed
+
+install-dev: $(VENV)/.installed-dev
+
+# A fresh Debian has python3 without venv/ensurepip: install python3-venv when missing.
+system-deps:
+	@$(PYTHON) -c "import venv, ensurepip" 2>/dev/null || { \
+		$(SUDO) apt-get update && $(APT_INSTALL) python3-venv python3-dev; }
+
+test-system-deps: system-deps
+	@missing=""; \
+	command -v redis-server >/dev/null || missing="$$missing redis-server"; \
+	[ -x /usr/bin/chromium ] || missing="$$missing chromium"; \
+	if [ -n "$$missing" ]; then \
+		echo "installing system packages:$$missing"; \
+		$(SUDO) apt-get update && $(APT_INSTALL) $$missing; \
+	fi
+
+$(BIN)/python: | system-deps
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install -q --upgrade pip
+
+$(VENV)/.installed: requirements.txt | $(BIN)/python
+	$(BIN)/pip install -q -r requirements.txt
+	touch $@
+
+$(VENV)/.installed-dev: requirements.txt requirements-dev.txt | $(BIN)/python
+	$(BIN)/pip install -q -r requirements-dev.txt
+	touch $@ $(VENV)/.installed
+
+clean:
+	rm -rf $(VENV) var .pytest_cache

@@ -1,0 +1,215 @@
+"""The room socket (`ws/rooms/<slug>/`): parse, authorize, delegate (docs/protocol.md)."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+
+from channels.db import database_sync_to_async
+from channels.generic.websocket import AsyncWebsocketConsumer
+from django.conf import settings
+
+from . import protocol, services
+from .identity import Participant, participant_for
+from .models import Room
+from .presence import Present, presence_store
+from .ratelimit import TokenBucket
+
+log = logging.getLogger(__name__)
+
+
+@database_sync_to_async
+def _load_room_and_participant(slug: str, session, user) -> tuple[Room | None, Participant | None]:
+    room = Room.objects.filter(slug=slug).first()
+    if room is None:
+        return None, None
+    return room, participant_for(session, user, room)
+
+
+class RoomConsumer(AsyncWebsocketConsumer):
+    """One participant's connection to one room."""
+
+    room: Room | None = None
+    heartbeat_task: asyncio.Task | None = None
+
+    async def connect(self) -> None:
+        """Called on the handshake: refuse with a close code, or send `hello`."""
+        self.limits = settings.PARLEY
+        slug = self.scope["url_route"]["kwargs"]["slug"]
+        room, participant = await _load_room_and_participant(
+            slug, self.scope.get("session"), self.scope.get("user")
+        )
+        # Accept before closing so the browser sees our close code, not a bare 403.
+        await self.accept()
+        if room is None:
+            await self.close(code=protocol.CLOSE_NOT_FOUND)
+            return
+        if participant is None:
+            await self.close(code=protocol.CLOSE_FORBIDDEN)
+            return
+        self.room, self.participant = room, participant
+        self.me = Present(participant.public_id, participant.name)
+        self.group = services.room_group(room.pk)
+        self.bucket = TokenBucket(self.limits["RATE_BURST"], self.limits["RATE_PER_SECOND"])
+        self.presence = presence_store()
+
+        await self.channel_layer.group_add(self.group, self.channel_name)
+        first_tab = await self._presence_call(
+            self.presence.add(room.pk, self.channel_name, self.me)
+        )
+        after = protocol.parse_after(self.scope.get("query_string", b""))
+        backlog = await database_sync_to_async(services.backlog)(room, after)
+        members = await self._presence_call(self.presence.members(room.pk)) or [self.me]
+        await self.send_json({
+            "type": "hello",
+            "room": {"slug": room.slug, "name": room.name, "private": room.is_private},
+            "you": self.me.as_dict(),
+            "presence": [p.as_dict() for p in members],
+            "seq": backlog.seq,
+            "messages": backlog.messages,
+            "reset": backlog.reset,
+            "heartbeat_seconds": self.limits["HEARTBEAT_SECONDS"],
+            "limits": {
+                "max_text_chars": self.limits["MAX_TEXT_CHARS"],
+                "rate_burst": self.limits["RATE_BURST"],
+                "rate_per_second": self.limits["RATE_PER_SECOND"],
+            },
+        })
+        if first_tab:
+            await self._broadcast({"type": "presence", "joined": [self.me.as_dict()], "left": []})
+        self.heartbeat_task = asyncio.create_task(self._heartbeat())
+
+    async def disconnect(self, code: int) -> None:
+        """Called when the socket closes: stop the heartbeat and announce a last-tab leave."""
+        if self.heartbeat_task is not None:
+            self.heartbeat_task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self.heartbeat_task
+        if self.room is None:
+            return
+        with contextlib.suppress(Exception):
+            await self.channel_layer.group_discard(self.group, self.channel_name)
+        gone = await self._presence_call(self.presence.remove(self.room.pk, self.channel_name))
+        if gone is not None:
+            await self._broadcast({"type": "presence", "joined": [], "left": [gone.as_dict()]})
+
+    async def receive(self, text_data: str | None = None, bytes_data: bytes | None = None) -> None:
+        """Called for each client frame: every frame spends a token, bad ones get `error`."""
+        if self.room is None:
+            return
+        if not self.bucket.allow():
+            if self.bucket.strikes >= self.limits["FLOOD_CLOSE_AFTER"]:
+                await self.close(code=protocol.CLOSE_FLOOD)
+                return
+            await self.send_json({
+                "type": "error",
+                "code": protocol.RATE_LIMITED,
+                "message": "Too many messages; slow down.",
+                "retry_after": round(self.bucket.retry_after(), 3),
+                **_client_id_of(text_data),
+            })
+            return
+        try:
+            data = protocol.parse_frame(
+                text_data, bytes_data, max_bytes=self.limits["MAX_FRAME_BYTES"]
+            )
+            message = protocol.parse_client_message(
+                data, max_text_chars=self.limits["MAX_TEXT_CHARS"]
+            )
+        except protocol.ProtocolError as error:
+            await self.send_json(error.event())
+            return
+        if isinstance(message, protocol.ChatSend):
+            await self._chat_send(message)
+        elif isinstance(message, protocol.ChatSync):
+            backlog = await database_sync_to_async(services.backlog)(self.room, message.after)
+            await self.send_json({
+                "type": "chat.backlog", "seq": backlog.seq, "messages": backlog.messages,
+                "reset": backlog.reset,
+            })
+        else:
+            await self.send_json({"type": "pong"})
+
+    async def _chat_send(self, message: protocol.ChatSend) -> None:
+        try:
+            result = await database_sync_to_async(services.post_message)(
+                self.room, self.participant, message.text, message.client_id
+            )
+        except Exception:
+            log.exception("storing a chat message failed")
+            await self.send_json({
+                "type": "error", "code": protocol.SERVER_ERROR,
+                "message": "The message was not stored; send it again.",
+                "client_id": message.client_id,
+            })
+            return
+        payload = services.message_payload(result.message)
+        if result.created:
+            await self._broadcast({"type": "chat.message", **payload})
+        await self.send_json({
+            "type": "chat.ack", "client_id": message.client_id, "seq": payload["seq"],
+            "id": payload["id"], "sent_at": payload["sent_at"],
+        })
+
+    async def room_event(self, event: dict) -> None:
+        """Called for each room broadcast: forward it to this client."""
+        await self.send_json(event["event"])
+
+    async def send_json(self, content: dict) -> None:
+        await self.send(text_data=_dumps(content))
+
+    async def _broadcast(self, event: dict) -> None:
+        # The message is already stored; a layer failure (Redis down) only delays delivery:
+        # heartbeats carry the room's seq and clients fetch what they missed.
+        try:
+            await self.channel_layer.group_send(self.group, {"type": "room.event", "event": event})
+        except Exception:
+            log.warning("room broadcast failed; clients will catch up by seq", exc_info=True)
+
+    async def _presence_call(self, call):
+        try:
+            return await call
+        except Exception:
+            log.warning("presence store unavailable", exc_info=True)
+            return None
+
+    async def _heartbeat(self) -> None:
+        """Every HEARTBEAT_SECONDS: tell the client the room's seq and renew our registrations."""
+        interval = self.limits["HEARTBEAT_SECONDS"]
+        while True:
+            await asyncio.sleep(interval)
+            try:
+                seq = await database_sync_to_async(services.current_seq)(self.room.pk)
+                await self.send_json({"type": "heartbeat", "seq": seq})
+            except Exception:
+                log.warning("heartbeat could not read the room's seq", exc_info=True)
+            # Re-register in case Redis restarted and forgot us (group membership, presence).
+            with contextlib.suppress(Exception):
+                await self.channel_layer.group_add(self.group, self.channel_name)
+            await self._presence_call(
+                self.presence.refresh(self.room.pk, self.channel_name, self.me)
+            )
+            gone = await self._presence_call(self.presence.sweep(self.room.pk))
+            if gone:
+                await self._broadcast(
+                    {"type": "presence", "joined": [], "left": [p.as_dict() for p in gone]}
+                )
+
+
+def _client_id_of(text_data: str | None) -> dict:
+    """The client_id of a refused chat.send, so the client knows which message to retry."""
+    if not text_data or len(text_data) > 8192:
+        return {}
+    try:
+        data = protocol.parse_frame(text_data, None, max_bytes=8192)
+    except protocol.ProtocolError:
+        return {}
+    client_id = data.get("client_id")
+    return {"client_id": client_id} if isinstance(client_id, str) else {}
+
+
+def _dumps(content: dict) -> str:
+    import json
+
+    return json.dumps(content, separators=(",", ":"), ensure_ascii=False)

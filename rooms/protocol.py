@@ -1,0 +1,154 @@
+"""The room socket's wire protocol: message shapes, validation, error and close codes.
+
+Documented in docs/protocol.md and mirrored by static/parley/rooms-protocol.js. Every frame is a
+JSON text object with a `type`. Parsing raises ProtocolError, which the consumer turns into an
+`error` event while keeping the connection open.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from dataclasses import dataclass
+from typing import Any, TypedDict
+
+# Close codes (WebSocket private range 4000-4999), sent after the handshake is accepted.
+CLOSE_FORBIDDEN = 4403  # no session that joined the room / not a member of a private room
+CLOSE_NOT_FOUND = 4404  # no such room
+CLOSE_FLOOD = 4429  # kept sending past the rate limit after being told to slow down
+
+# Error codes carried by `error` events; the connection stays open after each.
+BAD_JSON = "bad_json"
+BAD_FRAME = "bad_frame"  # valid JSON but not an object
+BINARY_NOT_SUPPORTED = "binary_not_supported"
+FRAME_TOO_LARGE = "frame_too_large"
+UNKNOWN_TYPE = "unknown_type"
+MISSING_FIELD = "missing_field"
+INVALID_FIELD = "invalid_field"
+TEXT_TOO_LONG = "text_too_long"
+RATE_LIMITED = "rate_limited"
+SERVER_ERROR = "server_error"
+
+CLIENT_ID_PATTERN = re.compile(r"^[A-Za-z0-9_.:-]{1,64}$")
+
+
+class ProtocolError(Exception):
+    def __init__(self, code: str, message: str, *, ref: Any = None):
+        super().__init__(message)
+        self.code = code
+        self.message = message
+        self.ref = ref  # the offending client_id, when known, so the client can match it
+
+    def event(self) -> dict:
+        event = {"type": "error", "code": self.code, "message": self.message}
+        if self.ref is not None:
+            event["client_id"] = self.ref
+        return event
+
+
+@dataclass(frozen=True)
+class ChatSend:
+    text: str
+    client_id: str
+
+
+@dataclass(frozen=True)
+class ChatSync:
+    after: int
+
+
+@dataclass(frozen=True)
+class Ping:
+    pass
+
+
+ClientMessage = ChatSend | ChatSync | Ping
+
+
+class AuthorShape(TypedDict):
+    id: str
+    name: str
+
+
+class ChatMessageEvent(TypedDict):
+    type: str  # "chat.message"
+    seq: int
+    id: int
+    author: AuthorShape
+    text: str
+    sent_at: str
+
+
+def parse_frame(text: str | None, binary: bytes | None, *, max_bytes: int) -> dict:
+    """Decode one frame into a JSON object, or raise ProtocolError."""
+    if binary is not None:
+        raise ProtocolError(BINARY_NOT_SUPPORTED, "Binary frames are not supported; send JSON.")
+    if text is None:
+        raise ProtocolError(BAD_FRAME, "Empty frame.")
+    if len(text.encode("utf-8", "surrogatepass")) > max_bytes:
+        raise ProtocolError(FRAME_TOO_LARGE, f"Frames are limited to {max_bytes} bytes.")
+    try:
+        data = json.loads(text)
+    except ValueError:
+        raise ProtocolError(BAD_JSON, "The frame is not valid JSON.") from None
+    if not isinstance(data, dict):
+        raise ProtocolError(BAD_FRAME, "A frame must be a JSON object with a 'type'.")
+    return data
+
+
+def parse_client_message(data: dict, *, max_text_chars: int) -> ClientMessage:
+    """Validate a decoded frame into one of the client message types."""
+    kind = data.get("type")
+    if kind is None:
+        raise ProtocolError(MISSING_FIELD, "Missing field 'type'.")
+    if kind == "chat.send":
+        client_id = _required(data, "client_id", str)
+        if not CLIENT_ID_PATTERN.match(client_id):
+            raise ProtocolError(
+                INVALID_FIELD, "client_id must be 1-64 characters of A-Z a-z 0-9 _ . : -"
+            )
+        text = _required(data, "text", str, ref=client_id)
+        if not text.strip():
+            raise ProtocolError(INVALID_FIELD, "text must not be blank.", ref=client_id)
+        if len(text) > max_text_chars:
+            raise ProtocolError(
+                TEXT_TOO_LONG, f"text is limited to {max_text_chars} characters.", ref=client_id
+            )
+        return ChatSend(text=text, client_id=client_id)
+    if kind == "chat.sync":
+        after = _required(data, "after", int)
+        if isinstance(after, bool) or after < 0:
+            raise ProtocolError(INVALID_FIELD, "after must be a non-negative integer.")
+        return ChatSync(after=after)
+    if kind == "ping":
+        return Ping()
+    raise ProtocolError(UNKNOWN_TYPE, f"Unknown message type {str(kind)[:40]!r}.")
+
+
+def _required(data: dict, field: str, kind: type, *, ref: Any = None):
+    if field not in data:
+        raise ProtocolError(MISSING_FIELD, f"Missing field {field!r}.", ref=ref)
+    value = data[field]
+    if not isinstance(value, kind) or (kind is int and isinstance(value, bool)):
+        raise ProtocolError(
+            INVALID_FIELD, f"Field {field!r} must be a {kind.__name__}.", ref=ref
+        )
+    return value
+
+
+def parse_after(query_string: bytes) -> int | None:
+    """The `after=<seq>` of a reconnecting client's URL; None when absent.
+
+    A malformed value gives -1, which `services.backlog` answers with a reset: the client
+    claimed to hold history, and we cannot tell which.
+    """
+    from urllib.parse import parse_qs
+
+    values = parse_qs(query_string.decode("latin-1")).get("after")
+    if not values:
+        return None
+    try:
+        after = int(values[0])
+    except ValueError:
+        return -1
+    return after if after >= 0 else -1

@@ -1,0 +1,113 @@
+"""Room and chat write paths, testable without a socket.
+
+`post_message` is the one place a chat message is stored: sequence number and insert happen in
+one transaction, so a message is either stored with the next gap-free seq or not at all, and an
+acknowledgement is only ever sent for a stored row. Broadcasting happens after the commit.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from django.conf import settings
+from django.db import IntegrityError, transaction
+from django.db.models import F
+from django.utils.text import slugify
+
+from .identity import Participant, public_id_for
+from .models import Membership, Message, Room
+
+
+def room_group(room_id: int) -> str:
+    """The channel-layer group every socket of a room listens on."""
+    return f"room.{room_id}"
+
+
+def create_room(name: str, *, private: bool, creator=None) -> Room:
+    """Create a room with a unique slug derived from its name; the creator owns it."""
+    base = slugify(name)[:60] or "room"
+    with transaction.atomic():
+        slug, suffix = base, 1
+        while Room.objects.filter(slug=slug).exists():
+            suffix += 1
+            slug = f"{base}-{suffix}"
+        room = Room.objects.create(name=name, slug=slug, is_private=private, created_by=creator)
+        if creator is not None:
+            Membership.objects.create(room=room, user=creator, role=Membership.Role.OWNER)
+    return room
+
+
+def message_payload(message: Message) -> dict:
+    """A stored message as it travels on the wire (`chat.message`)."""
+    return {
+        "seq": message.seq,
+        "id": message.pk,
+        "author": {"id": public_id_for(message.author_key), "name": message.author_name},
+        "text": message.text,
+        "sent_at": message.sent_at.isoformat().replace("+00:00", "Z"),
+    }
+
+
+@dataclass(frozen=True)
+class PostResult:
+    message: Message
+    created: bool  # False when the client_id had been stored before (a re-send)
+
+
+def post_message(room: Room, author: Participant, text: str, client_id: str) -> PostResult:
+    """Store a chat message under the room's next seq, or return the earlier copy of a re-send."""
+    existing = _find_resent(room, author, client_id)
+    if existing is not None:
+        return PostResult(existing, created=False)
+    try:
+        with transaction.atomic():
+            # The UPDATE takes the room row's write lock, so concurrent senders (in any process)
+            # queue here and each gets the next number; a rollback gives the number back.
+            Room.objects.filter(pk=room.pk).update(last_seq=F("last_seq") + 1)
+            seq = Room.objects.values_list("last_seq", flat=True).get(pk=room.pk)
+            message = Message.objects.create(
+                room=room, seq=seq, author_key=author.key, author_name=author.name,
+                author_user_id=author.user_id, client_id=client_id, text=text,
+            )
+    except IntegrityError:
+        # The same client_id raced in through another connection and won.
+        existing = _find_resent(room, author, client_id)
+        if existing is None:
+            raise
+        return PostResult(existing, created=False)
+    return PostResult(message, created=True)
+
+
+def _find_resent(room: Room, author: Participant, client_id: str) -> Message | None:
+    return Message.objects.filter(room=room, author_key=author.key, client_id=client_id).first()
+
+
+def current_seq(room_id: int) -> int:
+    return Room.objects.values_list("last_seq", flat=True).get(pk=room_id)
+
+
+@dataclass(frozen=True)
+class Backlog:
+    """What a (re)connecting client must apply: `reset` means drop local history first."""
+
+    seq: int
+    messages: list[dict]
+    reset: bool
+
+
+def backlog(room: Room, after: int | None) -> Backlog:
+    """Messages for a client that has seen everything up to `after` (None: a fresh client).
+
+    A fresh client gets the last HISTORY_ON_CONNECT messages. A resuming client gets exactly the
+    messages after its seq; when that is more than RESUME_LIMIT, or `after` is from another
+    history (beyond the room's seq), it is told to reset and gets the fresh-client view instead,
+    never a silently shortened list.
+    """
+    limits = settings.PARLEY
+    seq = current_seq(room.pk)
+    if after is not None and 0 <= after <= seq and seq - after <= limits["RESUME_LIMIT"]:
+        rows = Message.objects.filter(room=room, seq__gt=after).order_by("seq")
+        return Backlog(seq, [message_payload(m) for m in rows], reset=False)
+    newest = Message.objects.filter(room=room, seq__lte=seq).order_by("-seq")
+    rows = list(newest[: limits["HISTORY_ON_CONNECT"]])[::-1]
+    return Backlog(seq, [message_payload(m) for m in rows], reset=after is not None)

@@ -1,0 +1,114 @@
+"""Lobby, room pages and the guest join form: plain Django views with CSRF."""
+
+from __future__ import annotations
+
+from asgiref.sync import async_to_sync
+from django.contrib import messages
+from django.contrib.auth import get_user_model
+from django.db.models import Q
+from django.http import HttpRequest, HttpResponse, HttpResponseForbidden
+from django.shortcuts import get_object_or_404, redirect, render
+from django.urls import reverse
+from django.views.decorators.http import require_GET, require_POST
+
+from . import services
+from .forms import AddMemberForm, CreateRoomForm, JoinForm
+from .identity import join_as_guest, participant_for
+from .models import Membership, Room
+from .presence import presence_store
+
+
+def visible_rooms(user):
+    rooms = Room.objects.all()
+    if user.is_authenticated and user.is_staff:
+        return rooms
+    if user.is_authenticated:
+        return rooms.filter(Q(is_private=False) | Q(memberships__user=user)).distinct()
+    return rooms.filter(is_private=False)
+
+
+@require_GET
+def lobby(request: HttpRequest, form: CreateRoomForm | None = None, status: int = 200):
+    rooms = list(visible_rooms(request.user))
+    present = async_to_sync(presence_store().members_of)([r.pk for r in rooms])
+    listing = [(room, present.get(room.pk, [])) for room in rooms]
+    return render(
+        request, "rooms/lobby.html",
+        {"listing": listing, "form": form or CreateRoomForm()}, status=status,
+    )
+
+
+@require_POST
+def create_room(request: HttpRequest):
+    form = CreateRoomForm(request.POST)
+    if form.is_valid() and form.cleaned_data["private"] and not request.user.is_authenticated:
+        form.add_error("private", "Log in to create a private room.")
+    if not form.is_valid():
+        request.method = "GET"
+        return lobby(request, form=form, status=400)
+    creator = request.user if request.user.is_authenticated else None
+    room = services.create_room(
+        form.cleaned_data["name"], private=form.cleaned_data["private"], creator=creator
+    )
+    return redirect(room)
+
+
+@require_GET
+def room(request: HttpRequest, slug: str):
+    room = get_object_or_404(Room, slug=slug)
+    participant = participant_for(request.session, request.user, room)
+    if participant is None:
+        if room.is_private:
+            if not request.user.is_authenticated:
+                return redirect(f"{reverse('login')}?next={room.get_absolute_url()}")
+            return HttpResponseForbidden(
+                render(request, "rooms/forbidden.html", {"room": room}).content
+            )
+        return render(request, "rooms/join.html", {"room": room, "form": JoinForm()})
+    is_owner = request.user.is_authenticated and (
+        request.user.is_staff
+        or Membership.objects.filter(room=room, user=request.user, role="owner").exists()
+    )
+    return render(request, "rooms/room.html", {
+        "room": room,
+        "participant": participant,
+        "is_owner": is_owner,
+        "add_member_form": AddMemberForm() if room.is_private and is_owner else None,
+    })
+
+
+@require_POST
+def join_room(request: HttpRequest, slug: str):
+    room = get_object_or_404(Room, slug=slug)
+    if room.is_private:
+        return HttpResponseForbidden("Private rooms are for logged-in members.")
+    form = JoinForm(request.POST)
+    if not form.is_valid():
+        return render(request, "rooms/join.html", {"room": room, "form": form}, status=400)
+    join_as_guest(request.session, room, form.cleaned_data["name"])
+    return redirect(room)
+
+
+@require_POST
+def add_member(request: HttpRequest, slug: str):
+    """The owner of a private room (or staff) admits another account by username."""
+    room = get_object_or_404(Room, slug=slug)
+    user = request.user
+    allowed = user.is_authenticated and (
+        user.is_staff or Membership.objects.filter(room=room, user=user, role="owner").exists()
+    )
+    if not allowed:
+        return HttpResponseForbidden("Only the room's owner can add members.")
+    form = AddMemberForm(request.POST)
+    if form.is_valid():
+        member = get_user_model().objects.filter(username=form.cleaned_data["username"]).first()
+        if member is None:
+            messages.error(request, "No account has that username.")
+        else:
+            Membership.objects.get_or_create(room=room, user=member)
+            messages.success(request, f"{member.get_username()} can now enter this room.")
+    return redirect(room)
+
+
+def healthz(request: HttpRequest) -> HttpResponse:
+    return HttpResponse("ok", content_type="text/plain")

@@ -1,0 +1,48 @@
+"""Shared fixtures: sessions for socket tests, a real redis-server, real daphne processes."""
+
+from __future__ import annotations
+
+import pytest
+
+from tests.support import servers
+
+
+@pytest.fixture(autouse=True)
+def fresh_presence():
+    """Each test starts with an empty in-process presence store."""
+    import rooms.presence
+
+    rooms.presence._store = None
+    yield
+    rooms.presence._store = None
+
+
+@pytest.fixture(scope="session")
+def redis_server():
+    """A real redis-server on a free port (or the one REDIS_URL names), for the session."""
+    server = servers.RedisServer.from_env_or_new()
+    yield server
+    server.stop()
+
+
+@pytest.fixture(scope="session")
+def live_database():
+    """A migrated database for daphne subprocesses, separate from pytest-django's."""
+    database = servers.LiveDatabase.create()
+    yield database
+    database.drop()
+
+
+@pytest.fixture
+def daphne_factory(live_database):
+    """Start daphne processes serving Parley; all are stopped after the test."""
+    started: list[servers.DaphneProcess] = []
+
+    def start(**env) -> servers.DaphneProcess:
+        process = servers.DaphneProcess.start(live_database.url, env)
+        started.append(process)
+        return process
+
+    yield start
+    for process in started:
+        process.stop()

@@ -1,0 +1,61 @@
+"""Helpers for consumer tests: sessions that joined a room, and communicators carrying them."""
+
+from __future__ import annotations
+
+from channels.db import database_sync_to_async
+from channels.testing import WebsocketCommunicator
+from django.contrib.auth import BACKEND_SESSION_KEY, HASH_SESSION_KEY, SESSION_KEY
+from django.contrib.sessions.backends.db import SessionStore
+
+from project.asgi import application
+from rooms.identity import join_as_guest
+from rooms.models import Room
+
+ORIGIN = (b"origin", b"http://localhost")
+
+
+@database_sync_to_async
+def guest_session_key(room: Room, name: str) -> str:
+    session = SessionStore()
+    join_as_guest(session, room, name)
+    session.save()
+    return session.session_key
+
+
+@database_sync_to_async
+def user_session_key(user) -> str:
+    session = SessionStore()
+    session[SESSION_KEY] = str(user.pk)
+    session[BACKEND_SESSION_KEY] = "django.contrib.auth.backends.ModelBackend"
+    session[HASH_SESSION_KEY] = user.get_session_auth_hash()
+    session.save()
+    return session.session_key
+
+
+def room_socket(slug: str, session_key: str | None, *, query: str = "",
+                origin: tuple[bytes, bytes] | None = ORIGIN) -> WebsocketCommunicator:
+    headers = [(b"host", b"localhost")]
+    if origin is not None:
+        headers.append(origin)
+    if session_key:
+        headers.append((b"cookie", f"sessionid={session_key}".encode()))
+    path = f"/ws/rooms/{slug}/" + (f"?{query}" if query else "")
+    return WebsocketCommunicator(application, path, headers=headers)
+
+
+async def connected(slug: str, session_key: str, **kwargs) -> tuple[WebsocketCommunicator, dict]:
+    """Open a room socket and return it with its `hello`."""
+    communicator = room_socket(slug, session_key, **kwargs)
+    ok, code = await communicator.connect()
+    assert ok, code
+    hello = await communicator.receive_json_from()
+    assert hello["type"] == "hello", hello
+    return communicator, hello
+
+
+async def receive_type(communicator: WebsocketCommunicator, kind: str, timeout: float = 3) -> dict:
+    """The next event of type `kind`, skipping others (presence, heartbeats)."""
+    while True:
+        event = await communicator.receive_json_from(timeout=timeout)
+        if event["type"] == kind:
+            return event
