@@ -62,10 +62,15 @@ class RoomClient:
     errors: list[dict] = field(default_factory=list)
     me: dict | None = None
     hellos: int = 0
+    # Reconnect by itself (with back-off, resuming by seq) when the socket drops, as the
+    # browser client does; `reconnects` counts how often that happened.
+    auto_reconnect: bool = False
+    reconnects: int = 0
 
     def __post_init__(self) -> None:
         self._socket = None
         self._reader: asyncio.Task | None = None
+        self._keeper: asyncio.Task | None = None
         self._buffered: dict[int, dict] = {}
         self._changed = asyncio.Condition()
         self.on_message = None  # optional callback(message) for each message applied
@@ -81,6 +86,11 @@ class RoomClient:
         await self.close()
         if base_url:
             self.base_url = base_url
+        await self._open()
+        if self.auto_reconnect:
+            self._keeper = asyncio.create_task(self._keep_connected())
+
+    async def _open(self) -> None:
         self._socket = await websockets.connect(
             self.ws_url,
             origin=self.base_url,
@@ -97,6 +107,11 @@ class RoomClient:
             await self._send({"type": "chat.send", "client_id": client_id, "text": text})
 
     async def close(self) -> None:
+        if self._keeper is not None:
+            self._keeper.cancel()
+            with contextlib.suppress(asyncio.CancelledError, Exception):
+                await self._keeper
+            self._keeper = None
         if self._reader is not None:
             self._reader.cancel()
             with contextlib.suppress(asyncio.CancelledError, Exception):
@@ -182,6 +197,24 @@ class RoomClient:
                     self.presence[p["id"]] = p["name"]
             elif kind == "error":
                 self.errors.append(event)
+            await self._notify()
+
+    async def _keep_connected(self) -> None:
+        """Whenever the reader ends, reopen with back-off (0.1 s doubling to 2 s)."""
+        while True:
+            with contextlib.suppress(Exception):
+                await self._reader
+            with contextlib.suppress(Exception):
+                await self._socket.close()
+            delay = 0.1
+            while True:
+                await asyncio.sleep(delay)
+                try:
+                    await self._open()
+                    break
+                except Exception:
+                    delay = min(2.0, delay * 2)
+            self.reconnects += 1
             await self._notify()
 
     async def _sync(self) -> None:

@@ -8,6 +8,15 @@ from tests.support import servers
 
 
 @pytest.fixture(autouse=True)
+def plain_static_storage(settings):
+    """In-process tests render pages without a collectstatic manifest."""
+    settings.STORAGES = {
+        **settings.STORAGES,
+        "staticfiles": {"BACKEND": "django.contrib.staticfiles.storage.StaticFilesStorage"},
+    }
+
+
+@pytest.fixture(autouse=True)
 def fresh_presence():
     """Each test starts with an empty in-process presence store."""
     import rooms.presence

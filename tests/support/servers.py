@@ -14,6 +14,7 @@ import tempfile
 import time
 import uuid
 from dataclasses import dataclass
+from functools import cache
 from pathlib import Path
 from urllib.parse import urlsplit, urlunsplit
 
@@ -134,6 +135,17 @@ class LiveDatabase:
             shutil.rmtree(self.tmpdir, ignore_errors=True)
 
 
+@cache
+def collected_static() -> str:
+    """Run collectstatic once per test session, so servers serve hashed files as in production."""
+    root = tempfile.mkdtemp(prefix="parley-static-")
+    subprocess.run(
+        [sys.executable, "manage.py", "collectstatic", "--noinput", "-v0"],
+        cwd=ROOT, env={**os.environ, "STATIC_ROOT": root}, check=True,
+    )
+    return root
+
+
 @dataclass
 class DaphneProcess:
     """`daphne project.asgi:application` on a free loopback port."""
@@ -154,6 +166,7 @@ class DaphneProcess:
             **os.environ,
             "DATABASE_URL": database_url,
             "DEBUG": "0",
+            "STATIC_ROOT": collected_static(),
             "PYTHONUNBUFFERED": "1",
             **extra_env,
         }
