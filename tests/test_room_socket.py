@@ -13,6 +13,7 @@ from rooms import protocol, services
 from rooms.identity import Participant
 from rooms.models import Membership, Message, Room
 from tests.support.sockets import (
+    close_db_connections,
     connected,
     guest_session_key,
     receive_type,
@@ -21,6 +22,14 @@ from tests.support.sockets import (
 )
 
 pytestmark = pytest.mark.django_db(transaction=True)
+
+
+@pytest.fixture(autouse=True)
+async def close_consumer_db_connections():
+    """Leave no connection open in the consumers' thread (PostgreSQL cannot drop the test
+    database while one is)."""
+    yield
+    await close_db_connections()
 
 
 @pytest.fixture

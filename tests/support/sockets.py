@@ -59,3 +59,11 @@ async def receive_type(communicator: WebsocketCommunicator, kind: str, timeout: 
         event = await communicator.receive_json_from(timeout=timeout)
         if event["type"] == kind:
             return event
+
+
+@database_sync_to_async
+def close_db_connections() -> None:
+    """Close the connection of the thread that runs consumers' database work."""
+    from django.db import connections
+
+    connections.close_all()
