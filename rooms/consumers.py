@@ -7,51 +7,23 @@ import contextlib
 import logging
 
 from channels.db import database_sync_to_async
-from channels.generic.websocket import AsyncWebsocketConsumer
-from django.conf import settings
 
 from . import protocol, services
-from .identity import Participant, participant_for
-from .models import Room
-from .presence import Present, presence_store
-from .ratelimit import TokenBucket
+from .presence import presence_store
+from .sockets import RoomSocket
 
 log = logging.getLogger(__name__)
 
 
-@database_sync_to_async
-def _load_room_and_participant(slug: str, session, user) -> tuple[Room | None, Participant | None]:
-    room = Room.objects.filter(slug=slug).first()
-    if room is None:
-        return None, None
-    return room, participant_for(session, user, room)
+class RoomConsumer(RoomSocket):
+    """One participant's chat connection to one room."""
 
-
-class RoomConsumer(AsyncWebsocketConsumer):
-    """One participant's connection to one room."""
-
-    room: Room | None = None
     heartbeat_task: asyncio.Task | None = None
 
-    async def connect(self) -> None:
-        """Called on the handshake: refuse with a close code, or send `hello`."""
-        self.limits = settings.PARLEY
-        slug = self.scope["url_route"]["kwargs"]["slug"]
-        room, participant = await _load_room_and_participant(
-            slug, self.scope.get("session"), self.scope.get("user")
-        )
-        # Accept before closing so the browser sees our close code, not a bare 403.
-        await self.accept()
-        if room is None:
-            await self.close(code=protocol.CLOSE_NOT_FOUND)
-            return
-        if participant is None:
-            await self.close(code=protocol.CLOSE_FORBIDDEN)
-            return
-        self.room, self.participant = room, participant
-        self.me = Present(participant.public_id, participant.name)
+    async def joined(self) -> None:
+        """Called once admitted: register, send `hello`, announce a first-tab join."""
+        room = self.room
         self.group = services.room_group(room.pk)
-        self.bucket = TokenBucket(self.limits["RATE_BURST"], self.limits["RATE_PER_SECOND"])
         self.presence = presence_store()
 
         await self.channel_layer.group_add(self.group, self.channel_name)
@@ -94,32 +66,9 @@ class RoomConsumer(AsyncWebsocketConsumer):
         if gone is not None:
             await self._broadcast({"type": "presence", "joined": [], "left": [gone.as_dict()]})
 
-    async def receive(self, text_data: str | None = None, bytes_data: bytes | None = None) -> None:
-        """Called for each client frame: every frame spends a token, bad ones get `error`."""
-        if self.room is None:
-            return
-        if not self.bucket.allow():
-            if self.bucket.strikes >= self.limits["FLOOD_CLOSE_AFTER"]:
-                await self.close(code=protocol.CLOSE_FLOOD)
-                return
-            await self.send_json({
-                "type": "error",
-                "code": protocol.RATE_LIMITED,
-                "message": "Too many messages; slow down.",
-                "retry_after": round(self.bucket.retry_after(), 3),
-                **_client_id_of(text_data),
-            })
-            return
-        try:
-            data = protocol.parse_frame(
-                text_data, bytes_data, max_bytes=self.limits["MAX_FRAME_BYTES"]
-            )
-            message = protocol.parse_client_message(
-                data, max_text_chars=self.limits["MAX_TEXT_CHARS"]
-            )
-        except protocol.ProtocolError as error:
-            await self.send_json(error.event())
-            return
+    async def handle(self, data: dict) -> None:
+        """Called with each decoded frame: chat.send, chat.sync or ping."""
+        message = protocol.parse_client_message(data, max_text_chars=self.limits["MAX_TEXT_CHARS"])
         if isinstance(message, protocol.ChatSend):
             await self._chat_send(message)
         elif isinstance(message, protocol.ChatSync):
@@ -155,9 +104,6 @@ class RoomConsumer(AsyncWebsocketConsumer):
     async def room_event(self, event: dict) -> None:
         """Called for each room broadcast: forward it to this client."""
         await self.send_json(event["event"])
-
-    async def send_json(self, content: dict) -> None:
-        await self.send(text_data=_dumps(content))
 
     async def _broadcast(self, event: dict) -> None:
         # The message is already stored; a layer failure (Redis down) only delays delivery:
@@ -196,20 +142,3 @@ class RoomConsumer(AsyncWebsocketConsumer):
                     {"type": "presence", "joined": [], "left": [p.as_dict() for p in gone]}
                 )
 
-
-def _client_id_of(text_data: str | None) -> dict:
-    """The client_id of a refused chat.send, so the client knows which message to retry."""
-    if not text_data or len(text_data) > 8192:
-        return {}
-    try:
-        data = protocol.parse_frame(text_data, None, max_bytes=8192)
-    except protocol.ProtocolError:
-        return {}
-    client_id = data.get("client_id")
-    return {"client_id": client_id} if isinstance(client_id, str) else {}
-
-
-def _dumps(content: dict) -> str:
-    import json
-
-    return json.dumps(content, separators=(",", ":"), ensure_ascii=False)
