@@ -15,8 +15,12 @@ from channels.routing import ProtocolTypeRouter, URLRouter  # noqa: E402
 from channels.security.websocket import AllowedHostsOriginValidator  # noqa: E402
 
 import rooms.routing  # noqa: E402
+import signaling.routing  # noqa: E402
 
-websocket_urlpatterns = [*rooms.routing.websocket_urlpatterns]
+websocket_urlpatterns = [
+    *rooms.routing.websocket_urlpatterns,
+    *signaling.routing.websocket_urlpatterns,
+]
 
 application = ProtocolTypeRouter(
     {

@@ -4,6 +4,7 @@ Unset variables give the embedded defaults used by `make run`: a SQLite file, th
 channel layer and in-process presence, so one process runs with no other service.
 """
 
+import json
 import os
 from pathlib import Path
 
@@ -54,6 +55,7 @@ INSTALLED_APPS = [
     "django.contrib.staticfiles",
     "channels",
     "rooms",
+    "signaling",
 ]
 
 MIDDLEWARE = [
@@ -180,7 +182,21 @@ PARLEY = {
     "RATE_BURST": int(env_number("PARLEY_RATE_BURST", 10)),
     "RATE_PER_SECOND": env_number("PARLEY_RATE_PER_SECOND", 5),
     "FLOOD_CLOSE_AFTER": int(env_number("PARLEY_FLOOD_CLOSE_AFTER", 50)),
+    # Signaling: an SDP with many codecs is ~10 KB; a call start sends a few dozen candidates.
+    "SIGNAL_MAX_FRAME_BYTES": 128 * 1024,
+    "SIGNAL_MAX_SDP_CHARS": 64 * 1024,
+    "SIGNAL_RATE_BURST": int(env_number("PARLEY_SIGNAL_RATE_BURST", 80)),
+    "SIGNAL_RATE_PER_SECOND": env_number("PARLEY_SIGNAL_RATE_PER_SECOND", 20),
 }
+
+# WebRTC ICE servers handed to pages (JSON list of RTCIceServer dicts). Empty: host
+# candidates only, fine on a LAN. With TURN_SECRET set, each page also gets a TURN server at
+# TURN_URLS with time-limited credentials (the coturn REST convention: username
+# "<expiry>:<id>", credential base64(HMAC-SHA1(secret, username))).
+ICE_SERVERS = json.loads(os.environ.get("ICE_SERVERS") or "[]")
+TURN_SECRET = os.environ.get("TURN_SECRET", "")
+TURN_URLS = env_list("TURN_URLS", "")
+TURN_TTL_SECONDS = int(env_number("TURN_TTL_SECONDS", 6 * 3600))
 
 LOGGING = {
     "version": 1,

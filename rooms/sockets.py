@@ -36,6 +36,7 @@ class RoomSocket(AsyncWebsocketConsumer):
     participant: Participant | None = None
     # Names of the settings.PARLEY entries that size this socket's rate limit.
     rate_settings = ("RATE_BURST", "RATE_PER_SECOND")
+    frame_setting = "MAX_FRAME_BYTES"
 
     async def connect(self) -> None:
         """Called on the handshake: refuse with 4404/4403, or accept and call `joined`."""
@@ -83,7 +84,7 @@ class RoomSocket(AsyncWebsocketConsumer):
             return
         try:
             data = protocol.parse_frame(
-                text_data, bytes_data, max_bytes=self.limits["MAX_FRAME_BYTES"]
+                text_data, bytes_data, max_bytes=self.limits[self.frame_setting]
             )
             await self.handle(data)
         except protocol.ProtocolError as error:

@@ -13,7 +13,7 @@ from django.views.decorators.http import require_GET, require_POST
 
 from . import services
 from .forms import AddMemberForm, CreateRoomForm, JoinForm
-from .identity import join_as_guest, participant_for
+from .identity import Participant, join_as_guest, participant_for
 from .models import Membership, Room
 from .presence import presence_store
 
@@ -53,18 +53,28 @@ def create_room(request: HttpRequest):
     return redirect(room)
 
 
-@require_GET
-def room(request: HttpRequest, slug: str):
+def enter_room(request: HttpRequest, slug: str) -> tuple[Room, Participant | None, HttpResponse]:
+    """The room and the visitor's participant in it, or the page to show instead: 404,
+    login for private rooms, 403 for non-members, the join form for a guest without a name.
+    Every page of a room (chat, calls, captions) starts here."""
     room = get_object_or_404(Room, slug=slug)
     participant = participant_for(request.session, request.user, room)
-    if participant is None:
-        if room.is_private:
-            if not request.user.is_authenticated:
-                return redirect(f"{reverse('login')}?next={room.get_absolute_url()}")
-            return HttpResponseForbidden(
-                render(request, "rooms/forbidden.html", {"room": room}).content
-            )
-        return render(request, "rooms/join.html", {"room": room, "form": JoinForm()})
+    if participant is not None:
+        return room, participant, None
+    if room.is_private:
+        if not request.user.is_authenticated:
+            return room, None, redirect(f"{reverse('login')}?next={request.path}")
+        page = render(request, "rooms/forbidden.html", {"room": room})
+        return room, None, HttpResponseForbidden(page.content)
+    page = render(request, "rooms/join.html", {"room": room, "form": JoinForm()})
+    return room, None, page
+
+
+@require_GET
+def room(request: HttpRequest, slug: str):
+    room, participant, refusal = enter_room(request, slug)
+    if refusal is not None:
+        return refusal
     is_owner = request.user.is_authenticated and (
         request.user.is_staff
         or Membership.objects.filter(room=room, user=request.user, role="owner").exists()
@@ -86,7 +96,7 @@ def join_room(request: HttpRequest, slug: str):
     if not form.is_valid():
         return render(request, "rooms/join.html", {"room": room, "form": form}, status=400)
     join_as_guest(request.session, room, form.cleaned_data["name"])
-    return redirect(room)
+    return redirect(_safe_next(request) or room.get_absolute_url())
 
 
 @require_POST
@@ -108,6 +118,13 @@ def add_member(request: HttpRequest, slug: str):
             Membership.objects.get_or_create(room=room, user=member)
             messages.success(request, f"{member.get_username()} can now enter this room.")
     return redirect(room)
+
+
+def _safe_next(request: HttpRequest) -> str | None:
+    """A same-room `next` path (the join form of a call page returns there)."""
+    target = request.POST.get("next", "")
+    prefix = reverse("room", args=[request.resolver_match.kwargs["slug"]])
+    return target if target.startswith(prefix) and "//" not in target else None
 
 
 def healthz(request: HttpRequest) -> HttpResponse:

@@ -33,18 +33,20 @@ def user_session_key(user) -> str:
 
 
 def room_socket(slug: str, session_key: str | None, *, query: str = "",
-                origin: tuple[bytes, bytes] | None = ORIGIN) -> WebsocketCommunicator:
+                origin: tuple[bytes, bytes] | None = ORIGIN,
+                kind: str = "rooms") -> WebsocketCommunicator:
+    """A communicator for `ws/<kind>/<slug>/` (kind: rooms, signal) carrying the session."""
     headers = [(b"host", b"localhost")]
     if origin is not None:
         headers.append(origin)
     if session_key:
         headers.append((b"cookie", f"sessionid={session_key}".encode()))
-    path = f"/ws/rooms/{slug}/" + (f"?{query}" if query else "")
+    path = f"/ws/{kind}/{slug}/" + (f"?{query}" if query else "")
     return WebsocketCommunicator(application, path, headers=headers)
 
 
 async def connected(slug: str, session_key: str, **kwargs) -> tuple[WebsocketCommunicator, dict]:
-    """Open a room socket and return it with its `hello`."""
+    """Open a room (or signaling) socket and return it with its `hello`."""
     communicator = room_socket(slug, session_key, **kwargs)
     ok, code = await communicator.connect()
     assert ok, code

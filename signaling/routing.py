@@ -1,0 +1,7 @@
+from django.urls import path
+
+from .consumers import SignalConsumer
+
+websocket_urlpatterns = [
+    path("ws/signal/<slug:slug>/", SignalConsumer.as_asgi()),
+]
