@@ -55,3 +55,16 @@ def daphne_factory(live_database):
     yield start
     for process in started:
         process.stop()
+
+
+@pytest.fixture(scope="session")
+def chromium_browser():
+    """One headless Chromium for the whole session; tests open a context per participant."""
+    from playwright.sync_api import sync_playwright
+
+    from tests.support.chromium import launch
+
+    with sync_playwright() as playwright:
+        browser = launch(playwright)
+        yield browser
+        browser.close()

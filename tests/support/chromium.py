@@ -1,0 +1,73 @@
+"""Headless Debian Chromium driven by Playwright (no browser download), for browser tests.
+
+Switches follow ../shared/notes/browser-webrtc.md: a quiet start on a closed network, fake
+camera and microphone, loopback ICE without mDNS names.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+from urllib.parse import urlsplit
+
+CHROMIUM = os.environ.get("PARLEY_CHROMIUM", "/usr/bin/chromium")
+
+# Playwright passes its own --disable-features list and a second switch replaces the first,
+# so ours repeats Playwright's (from its chromiumSwitches, Playwright 1.65) and adds
+# WebRtcHideLocalIpsWithMdns: without it host candidates are mDNS names nobody resolves here.
+PLAYWRIGHT_DISABLED_FEATURES = [
+    "AvoidUnnecessaryBeforeUnloadCheckSync", "DestroyProfileOnBrowserClose", "HttpsUpgrades",
+    "HttpsFirstBalancedModeAutoEnable", "LensOverlay", "MediaRouter", "PaintHolding",
+    "ThirdPartyStoragePartitioning", "AvoidCorsURLLoaderRestartOnRedirect",
+    "TcpPortRandomizationWin", "OptimizationHints", "NetworkTimeServiceQuerying", "AimEnabled",
+    "PreconnectToSearch",
+]
+DISABLED_FEATURES = [*PLAYWRIGHT_DISABLED_FEATURES, "WebRtcHideLocalIpsWithMdns"]
+
+CHROMIUM_ARGS = [
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-quic",
+    "--no-first-run",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+    # Chromium still looks up Google hosts at start; answer locally.
+    "--host-resolver-rules=MAP * ~NOTFOUND, EXCLUDE localhost, EXCLUDE 127.0.0.1",
+    # Fake devices, granted without a prompt.
+    "--use-fake-device-for-media-stream",
+    "--use-fake-ui-for-media-stream",
+    "--allow-loopback-in-peer-connection",
+    "--autoplay-policy=no-user-gesture-required",
+    "--disable-features=" + ",".join(DISABLED_FEATURES),
+]
+
+
+def launch(playwright, extra_args: list[str] | None = None):
+    if not shutil.which(CHROMIUM) and not os.path.exists(CHROMIUM):
+        raise RuntimeError(f"{CHROMIUM} is missing: `make test` installs Debian's chromium")
+    return playwright.chromium.launch(
+        executable_path=CHROMIUM, headless=True, args=[*CHROMIUM_ARGS, *(extra_args or [])]
+    )
+
+
+def participant(browser, base_url: str):
+    """A new browser context (one person: own cookies) with camera and microphone allowed."""
+    return browser.new_context(base_url=base_url, permissions=["camera", "microphone"])
+
+
+def create_room(page, name: str) -> str:
+    """Create a public room from the lobby; returns its path."""
+    page.goto("/")
+    page.fill("#create-room input[name=name]", name)
+    page.click("#create-room button[type=submit]")
+    page.wait_for_url("**/rooms/*/")
+    return urlsplit(page.url).path
+
+
+def join_as_guest(page, room_path: str, name: str) -> None:
+    """Open a room page (or a call page) and pass its join form."""
+    page.goto(room_path)
+    page.fill("#join-form input[name=name]", name)
+    page.click("#join-form button[type=submit]")
+    page.wait_for_url(f"**{room_path}")
