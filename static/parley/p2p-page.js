@@ -25,7 +25,13 @@ const call = {
   localStream: null,
   restartTimer: null,
   received: [],
+  // Wall-clock milestones (ms since the epoch) of the current call, for bench/p2p_setup.py.
+  marks: {},
 };
+
+function mark(name) {
+  call.marks[name] = performance.timeOrigin + performance.now();
+}
 window.parleyCall = call; // for debugging and browser tests
 
 const STATUS_TEXT = {
@@ -67,6 +73,7 @@ async function onSignal(event) {
       if (call.state !== "peer-left") setState("waiting");
       return;
     case "ready":
+      mark("ready");
       return startCall(event);
     case "offer":
       return onOffer(event);
@@ -105,6 +112,7 @@ async function onSignal(event) {
 
 async function startCall({ initiator, peer, peer_name: peerName }) {
   closePeerConnection();
+  call.marks = { ready: call.marks.ready, joinSent: call.marks.joinSent };
   call.peer = peer;
   call.initiator = initiator;
   document.getElementById("peer-name").textContent = peerName || "";
@@ -121,7 +129,10 @@ async function startCall({ initiator, peer, peer_name: peerName }) {
     for (const track of call.localStream.getTracks()) pc.addTrack(track, call.localStream);
     pc.ontrack = ({ streams }) => {
       const remote = document.getElementById("remote-video");
-      if (remote.srcObject !== streams[0]) remote.srcObject = streams[0];
+      if (remote.srcObject !== streams[0]) {
+        remote.srcObject = streams[0];
+        remote.addEventListener("loadeddata", () => mark("firstFrame"), { once: true });
+      }
     };
   }
   if (mode === "chat") {
@@ -174,6 +185,7 @@ function onConnectionState(pc) {
   clearTimeout(call.restartTimer);
   switch (pc.connectionState) {
     case "connected":
+      mark("connected");
       setState("connected");
       return;
     case "disconnected":
@@ -213,7 +225,10 @@ function closePeerConnection() {
 // --- direct chat ------------------------------------------------------------------------------
 function attachChannel(channel) {
   call.channel = channel;
-  channel.onopen = () => setChatEnabled(true);
+  channel.onopen = () => {
+    mark("channelOpen");
+    setChatEnabled(true);
+  };
   channel.onclose = () => setChatEnabled(false);
   channel.onmessage = ({ data }) => {
     let message;
@@ -306,6 +321,7 @@ async function main() {
     return;
   }
   setUpHangUp();
+  signaling.onJoinSent = () => mark("joinSent");
   signaling.join();
   signaling.start();
 }

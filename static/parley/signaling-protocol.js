@@ -91,7 +91,9 @@ export class SignalingClient {
 
   join() {
     this.joined = true;
-    return this.send({ type: "join", mode: this.mode });
+    const sent = this.send({ type: "join", mode: this.mode });
+    if (sent && this.onJoinSent) this.onJoinSent();
+    return sent;
   }
 
   leave() {
