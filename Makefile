@@ -27,7 +27,10 @@ lint: install-dev
 	$(BIN)/ruff check .
 
 bench: test-system-deps install-dev
-	$(BIN)/python bench/chat_fanout.py
+	$(BIN)/pip install -q -r requirements-bench.txt
+	$(BIN)/python bench/chat_fanout.py --socketio
+	$(BIN)/python bench/p2p_setup.py
+	$(BIN)/python bench/p2p_setup.py --redis
 
 install: $(VENV)/.installed
 
