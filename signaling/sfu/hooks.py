@@ -1,0 +1,124 @@
+"""The only place Parley reaches into aiortc's private internals (aiortc pinned to 1.16.0).
+
+Why: an SFU must forward encoded media. aiortc's sender accepts encoded packets (a track may
+return `av.Packet`, which the sender packetizes without encoding), but its receiver only hands
+out decoded frames: each reassembled encoded frame is put on a private queue read by a decoder
+thread. We replace that queue, per receiver, with one that gives every encoded frame to the SFU
+and passes it on to the decoder only when someone needs decoded media (captions).
+
+Also here: cutting the audio jitter buffer's 80 ms prefetch, sending a PLI to a publisher,
+and catching a subscriber's keyframe requests (PLI/FIR) on a sender.
+
+tests/test_sfu_hooks.py fails loudly when an aiortc upgrade moves any of this.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import queue
+from collections.abc import Callable
+
+import aiortc
+from aiortc.jitterbuffer import JitterBuffer, JitterFrame
+from aiortc.rtcrtpparameters import RTCRtpCodecParameters
+from aiortc.rtcrtpreceiver import RTCRtpReceiver
+from aiortc.rtcrtpsender import RTCRtpSender
+
+AIORTC_VERSION = "1.16.0"
+_DECODER_QUEUE = "_RTCRtpReceiver__decoder_queue"
+_JITTER_BUFFER = "_RTCRtpReceiver__jitter_buffer"
+_ACTIVE_SSRC = "_RTCRtpReceiver__active_ssrc"
+# aiortc's audio jitter buffer: 16 packets, playback after 4 (80 ms of 20 ms Opus packets).
+AUDIO_JITTER_CAPACITY = 16
+
+EncodedFrameHandler = Callable[[RTCRtpCodecParameters, JitterFrame], None]
+
+
+def check_aiortc() -> None:
+    """Raise if the installed aiortc is not the one these hooks were written against."""
+    if aiortc.__version__ != AIORTC_VERSION:
+        raise RuntimeError(
+            f"signaling/sfu/hooks.py targets aiortc {AIORTC_VERSION}, found {aiortc.__version__}"
+        )
+    probe = RTCRtpReceiver.__init__.__code__.co_names
+    for name in ("_RTCRtpReceiver__decoder_queue", "_RTCRtpReceiver__jitter_buffer"):
+        if name not in probe:
+            raise RuntimeError(f"aiortc's RTCRtpReceiver no longer sets {name}")
+    for owner, method in ((RTCRtpReceiver, "_send_rtcp_pli"), (RTCRtpSender, "_send_keyframe")):
+        if not callable(getattr(owner, method, None)):
+            raise RuntimeError(f"aiortc's {owner.__name__} no longer has {method}")
+
+
+class EncodedFrameTap(queue.Queue):
+    """Stands in for a receiver's decoder queue.
+
+    aiortc calls `put((codec, encoded_frame))` on the event loop thread for every complete
+    frame, and `put(None)` to stop its decoder thread. Frames go to `on_frame`; they reach the
+    decoder only while `decode` is true.
+    """
+
+    def __init__(self, on_frame: EncodedFrameHandler, decode: bool = False):
+        super().__init__()
+        self.on_frame = on_frame
+        self.decode = decode
+
+    def put(self, item, block: bool = True, timeout: float | None = None) -> None:
+        if item is not None:
+            codec, frame = item
+            self.on_frame(codec, frame)
+            if not self.decode:
+                return
+        super().put(item, block, timeout)
+
+
+def tap_receiver(
+    receiver: RTCRtpReceiver, on_frame: EncodedFrameHandler, *, decode: bool = False,
+    audio_prefetch: int = 0,
+) -> EncodedFrameTap:
+    """Route a receiver's encoded frames to `on_frame`.
+
+    Call it from the peer connection's "track" event: before the receiver starts (its decoder
+    thread takes the queue when the connection is established).
+    """
+    tap = EncodedFrameTap(on_frame, decode)
+    setattr(receiver, _DECODER_QUEUE, tap)
+    if receiver.track.kind == "audio":
+        setattr(receiver, _JITTER_BUFFER,
+                JitterBuffer(capacity=AUDIO_JITTER_CAPACITY, prefetch=audio_prefetch))
+    return tap
+
+
+def publisher_ssrc(receiver: RTCRtpReceiver) -> int | None:
+    """The SSRC the publisher is sending on now (the most recently active one)."""
+    active = getattr(receiver, _ACTIVE_SSRC)
+    if not active:
+        return None
+    return max(active.items(), key=lambda item: item[1])[0]
+
+
+async def send_pli(receiver: RTCRtpReceiver) -> bool:
+    """Ask the publisher behind `receiver` for a keyframe; False if it sent nothing yet."""
+    ssrc = publisher_ssrc(receiver)
+    if ssrc is None:
+        return False
+    await receiver._send_rtcp_pli(ssrc)
+    return True
+
+
+def on_keyframe_request(sender: RTCRtpSender, callback: Callable[[], None]) -> None:
+    """Call `callback` when the subscriber behind `sender` asks for a keyframe (PLI or FIR).
+
+    aiortc answers those by making its encoder emit a keyframe, which means nothing for a
+    sender of pre-encoded packets: the request must travel to the publisher instead.
+    """
+    sender._send_keyframe = callback
+
+
+def run_soon(coro) -> None:
+    """Fire-and-forget a coroutine on the running loop, keeping a reference until done."""
+    task = asyncio.ensure_future(coro)
+    _pending.add(task)
+    task.add_done_callback(_pending.discard)
+
+
+_pending: set[asyncio.Future] = set()

@@ -1,0 +1,136 @@
+"""aiortc participants for SFU tests and benchmarks: publish a small synthetic camera and a
+microphone, answer the SFU's subscribe offers, and decode (and count) what they receive."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+from collections import defaultdict
+
+from aiortc import AudioStreamTrack, RTCSessionDescription, VideoStreamTrack
+from aiortc.mediastreams import MediaStreamError
+from av import VideoFrame
+
+from signaling.sfu.room import SfuRoom, peer_connection
+
+
+class SmallCamera(VideoStreamTrack):
+    """A 160x120 camera whose colour changes every frame (cheap to encode in tests)."""
+
+    def __init__(self, width: int = 160, height: int = 120):
+        super().__init__()
+        self.width, self.height = width, height
+        self.counter = 0
+
+    async def recv(self) -> VideoFrame:
+        pts, time_base = await self.next_timestamp()
+        self.counter += 1
+        frame = VideoFrame(self.width, self.height, "yuv420p")
+        for index, plane in enumerate(frame.planes):
+            value = (self.counter * 7 + index * 60) % 255
+            plane.update(bytes([value]) * plane.buffer_size)
+        frame.pts, frame.time_base = pts, time_base
+        return frame
+
+
+class Participant:
+    """One aiortc participant talking to an SfuRoom through an event queue (like a socket)."""
+
+    def __init__(self, room: SfuRoom, member_id: str, name: str):
+        self.room = room
+        self.id = member_id
+        self.name = name
+        self.publish_pc = peer_connection()
+        self.subscribe_pc = peer_connection()
+        self.events: asyncio.Queue[dict] = asyncio.Queue()
+        self.participants: list[dict] = []
+        self.frames: dict[str, int] = defaultdict(int)  # mid -> frames decoded
+        self.sizes: dict[str, tuple[int, int]] = {}  # mid -> last video frame size
+        self.ended: set[str] = set()  # mids whose track ended
+        self.changed = asyncio.Condition()
+        self.tasks: list[asyncio.Task] = []
+        self.subscribe_pc.on("track", self._on_track)
+
+    async def join(self, camera: VideoStreamTrack | None = None) -> None:
+        self.tasks.append(asyncio.create_task(self._handle_events()))
+        await self.room.join(self.id, self.name)
+        self.publish_pc.addTrack(AudioStreamTrack())
+        self.publish_pc.addTrack(camera or SmallCamera())
+        await self.publish_pc.setLocalDescription(await self.publish_pc.createOffer())
+        answer = await self.room.publish(self.id, self.publish_pc.localDescription.sdp)
+        await self.publish_pc.setRemoteDescription(RTCSessionDescription(answer, "answer"))
+
+    async def deliver(self, event: dict) -> None:
+        await self.events.put(event)
+
+    async def _handle_events(self) -> None:
+        while True:
+            event = await self.events.get()
+            if event["type"] == "subscribe-offer":
+                pc = self.subscribe_pc
+                await pc.setRemoteDescription(RTCSessionDescription(event["sdp"], "offer"))
+                await pc.setLocalDescription(await pc.createAnswer())
+                await self.room.subscribe_answer(self.id, pc.localDescription.sdp)
+            elif event["type"] == "participants":
+                self.participants = event["participants"]
+            await self._notify()
+
+    def _on_track(self, track) -> None:
+        transceiver = next(
+            t for t in self.subscribe_pc.getTransceivers() if t.receiver.track is track
+        )
+        self.tasks.append(asyncio.create_task(self._consume(transceiver.mid, track)))
+
+    async def _consume(self, mid: str, track) -> None:
+        try:
+            while True:
+                frame = await track.recv()
+                self.frames[mid] += 1
+                if track.kind == "video":
+                    self.sizes[mid] = (frame.width, frame.height)
+                if self.frames[mid] % 5 == 1:
+                    await self._notify()
+        except MediaStreamError:
+            self.ended.add(mid)
+            await self._notify()
+
+    async def _notify(self) -> None:
+        async with self.changed:
+            self.changed.notify_all()
+
+    async def wait_for(self, predicate, timeout: float = 20) -> None:
+        async with asyncio.timeout(timeout):
+            async with self.changed:
+                await self.changed.wait_for(predicate)
+
+    def mids_of(self, other_id: str) -> dict[str, str]:
+        for p in self.participants:
+            if p["id"] == other_id:
+                return p["mids"]
+        return {}
+
+    def receiving_from(self, other_id: str, frames: int) -> bool:
+        mids = self.mids_of(other_id)
+        return len(mids) == 2 and all(self.frames[mid] >= frames for mid in mids.values())
+
+    async def close(self) -> None:
+        for task in self.tasks:
+            task.cancel()
+            with contextlib.suppress(asyncio.CancelledError, Exception):
+                await task
+        await self.publish_pc.close()
+        await self.subscribe_pc.close()
+
+
+def room_with_router() -> tuple[SfuRoom, dict[str, Participant]]:
+    """An SfuRoom whose events reach the test participants registered in the dict."""
+    participants: dict[str, Participant] = {}
+
+    async def send(member_id: str, event: dict) -> None:
+        participant = participants.get(member_id)
+        if participant is not None:
+            await participant.deliver(event)
+
+    return SfuRoom("test", send), participants
+
+

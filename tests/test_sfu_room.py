@@ -1,0 +1,103 @@
+"""The SFU core with aiortc participants in the test process (real WebRTC on loopback)."""
+
+from __future__ import annotations
+
+import pytest
+
+from signaling.sfu import hooks
+from tests.support.sfu_peers import Participant, room_with_router
+
+pytestmark = pytest.mark.sfu
+
+
+async def add_person(room, directory, member_id: str) -> Participant:
+    person = Participant(room, member_id, f"Person {member_id}")
+    directory[member_id] = person
+    await person.join()
+    return person
+
+
+async def call_of(size: int):
+    room, directory = room_with_router()
+    people = [await add_person(room, directory, f"m{n}") for n in range(size)]
+    return room, directory, people
+
+
+async def close_all(room, people) -> None:
+    for person in people:
+        await person.close()
+    await room.close()
+
+
+@pytest.mark.parametrize("size", [3, 6])
+async def test_everyone_receives_everyone_else(size):
+    """Each participant decodes every other participant's audio and video."""
+    room, _, people = await call_of(size)
+    try:
+        for person in people:
+            others = [p.id for p in people if p is not person]
+            await person.wait_for(
+                lambda person=person, others=others: all(
+                    person.receiving_from(o, frames=10) for o in others
+                ),
+                timeout=40,
+            )
+            video_sizes = [person.sizes[person.mids_of(o)["video"]] for o in others]
+            assert video_sizes == [(160, 120)] * (size - 1)
+            assert len(person.participants) == size
+        stats = room.stats()
+        assert stats == {"members": size, "publications": 2 * size,
+                         "forwarded_tracks": 2 * size * (size - 1)}
+        # Forwarded, not transcoded: each publication's frames went out as they came.
+        publication = room.members["m0"].publications["video"]
+        assert publication.codec == "VP8" and publication.frames > 10
+    finally:
+        await close_all(room, people)
+
+
+async def test_a_leavers_tracks_are_removed_from_everyone():
+    room, _, people = await call_of(3)
+    leaver, stayers = people[2], people[:2]
+    try:
+        for person in stayers:
+            await person.wait_for(lambda p=person: p.receiving_from(leaver.id, frames=5))
+        mids = {person.id: person.mids_of(leaver.id) for person in stayers}
+        leaver_publications = list(room.members[leaver.id].publications.values())
+        await room.leave(leaver.id)
+        for person in stayers:
+            # The participants list drops the leaver, and the leaver's sections of the
+            # subscribe connection are renegotiated to inactive (browsers end those tracks).
+            def gone(p=person) -> bool:
+                directions = {t.mid: t.currentDirection for t in p.subscribe_pc.getTransceivers()}
+                return leaver.id not in {q["id"] for q in p.participants} and all(
+                    directions[mid] == "inactive" for mid in mids[p.id].values()
+                )
+
+            await person.wait_for(gone)
+        assert room.stats()["forwarded_tracks"] == 4  # two stayers, two tracks each way
+        assert all(not pub.tracks for pub in leaver_publications)
+    finally:
+        await leaver.close()
+        await close_all(room, stayers)
+
+
+async def test_a_late_joiner_starts_on_a_keyframe_requested_for_it():
+    """The publisher is asked for a keyframe (PLI) and the late joiner decodes from it."""
+    room, directory, people = await call_of(2)
+    try:
+        await people[1].wait_for(lambda: people[1].receiving_from("m0", frames=15))
+        publication = room.members["m0"].publications["video"]
+        keyframes_before = publication.keyframes
+        late = await add_person(room, directory, "late")
+        people.append(late)
+        await late.wait_for(lambda: late.receiving_from("m0", frames=3))
+        assert publication.keyframes > keyframes_before  # a new keyframe, made for the PLI
+        track = room.members["late"].subscriptions[("m0", "video")].track
+        assert not track.waiting_for_keyframe and track.forwarded >= 3
+    finally:
+        await close_all(room, people)
+
+
+def test_the_aiortc_hooks_still_fit():
+    """Fails loudly when an aiortc upgrade moves the internals the SFU relies on."""
+    hooks.check_aiortc()
