@@ -16,10 +16,12 @@ from channels.security.websocket import AllowedHostsOriginValidator  # noqa: E40
 
 import rooms.routing  # noqa: E402
 import signaling.routing  # noqa: E402
+import signaling.sfu.routing  # noqa: E402
 
 websocket_urlpatterns = [
     *rooms.routing.websocket_urlpatterns,
     *signaling.routing.websocket_urlpatterns,
+    *signaling.sfu.routing.websocket_urlpatterns,
 ]
 
 application = ProtocolTypeRouter(

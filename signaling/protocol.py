@@ -72,9 +72,9 @@ def parse_signal_message(data: dict, *, max_sdp_chars: int) -> SignalMessage:
     if kind == "leave":
         return Leave()
     if kind in ("offer", "answer"):
-        return Relay(kind, {"sdp": _sdp(data, max_sdp_chars)}, _peer(data))
+        return Relay(kind, {"sdp": check_sdp(data, max_sdp_chars)}, _peer(data))
     if kind == "ice-candidate":
-        return Relay(kind, {"candidate": _candidate(data)}, _peer(data))
+        return Relay(kind, {"candidate": check_candidate(data)}, _peer(data))
     raise ProtocolError(UNKNOWN_TYPE, f"Unknown message type {str(kind)[:40]!r}.")
 
 
@@ -87,7 +87,7 @@ def _peer(data: dict) -> str | None:
     return peer
 
 
-def _sdp(data: dict, max_chars: int) -> str:
+def check_sdp(data: dict, max_chars: int) -> str:
     if "sdp" not in data:
         raise ProtocolError(MISSING_FIELD, "Missing field 'sdp'.")
     sdp = data["sdp"]
@@ -100,7 +100,7 @@ def _sdp(data: dict, max_chars: int) -> str:
     return sdp
 
 
-def _candidate(data: dict) -> dict:
+def check_candidate(data: dict) -> dict:
     if "candidate" not in data:
         raise ProtocolError(MISSING_FIELD, "Missing field 'candidate'.")
     init = data["candidate"]

@@ -68,3 +68,18 @@ def chromium_browser():
         browser = launch(playwright)
         yield browser
         browser.close()
+
+
+@pytest.fixture
+def sfu_worker_factory(live_database, redis_server):
+    """Start `manage.py sfu` worker processes on the test Redis; stopped after the test."""
+    started: list[servers.SfuWorkerProcess] = []
+
+    def start() -> servers.SfuWorkerProcess:
+        worker = servers.SfuWorkerProcess.start(live_database.url, redis_server.url)
+        started.append(worker)
+        return worker
+
+    yield start
+    for worker in started:
+        worker.stop()

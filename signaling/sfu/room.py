@@ -10,6 +10,7 @@ renegotiated one at a time per member.
 
 from __future__ import annotations
 
+import asyncio
 import logging
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
@@ -38,6 +39,35 @@ def peer_connection(ice_servers: list | None = None) -> RTCPeerConnection:
     return RTCPeerConnection(
         RTCConfiguration(iceServers=ice_servers or [], bundlePolicy=RTCBundlePolicy.MAX_BUNDLE)
     )
+
+
+# How long a renegotiation waits for the connection to come up before going ahead anyway.
+SETTLE_TIMEOUT = 10
+
+
+async def settled(pc: RTCPeerConnection) -> None:
+    """Wait until `pc` is connected, failed or closed (at most SETTLE_TIMEOUT).
+
+    aiortc starts the senders of a negotiation only once DTLS is connected, and only those it
+    knew when that negotiation was applied: an answer applied while the first connection is
+    still coming up leaves the new senders never started (seen in about half the runs of
+    tests/test_sfu_socket.py before this wait).
+    """
+    done = asyncio.Event()
+
+    def check() -> None:
+        if pc.connectionState in ("connected", "failed", "closed"):
+            done.set()
+
+    pc.on("connectionstatechange", check)
+    check()
+    try:
+        async with asyncio.timeout(SETTLE_TIMEOUT):
+            await done.wait()
+    except TimeoutError:
+        log.warning("subscribe connection still %s; renegotiating anyway", pc.connectionState)
+    finally:
+        pc.remove_listener("connectionstatechange", check)
 
 
 def prefer_forwarded_codecs(transceiver) -> None:
@@ -176,6 +206,8 @@ class SfuRoom:
         if self.members.get(member.id) is not member or pc.signalingState == "closed":
             return
         member.negotiating = True
+        if pc.remoteDescription is not None:
+            await settled(pc)
         member.renegotiate = False
         await pc.setLocalDescription(await pc.createOffer())
         await self.send(member.id, self.participants_event(member))

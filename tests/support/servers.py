@@ -205,3 +205,43 @@ class DaphneProcess:
 
     def log(self) -> str:
         return self.log_path.read_text(errors="replace")
+
+
+@dataclass
+class SfuWorkerProcess:
+    """`python manage.py sfu` against a Redis; ready once it reports in to the directory."""
+
+    process: subprocess.Popen
+    log_path: Path
+
+    @classmethod
+    def start(cls, database_url: str, redis_url: str, extra_env: dict | None = None):
+        log_path = Path(tempfile.mkstemp(prefix="sfu-worker-", suffix=".log")[1])
+        env = {**os.environ, "DATABASE_URL": database_url, "REDIS_URL": redis_url,
+               "PYTHONUNBUFFERED": "1", **(extra_env or {})}
+        with log_path.open("wb") as log:
+            process = subprocess.Popen(
+                [sys.executable, "manage.py", "sfu"], cwd=ROOT, env=env,
+                stdout=log, stderr=subprocess.STDOUT,
+            )
+        worker = cls(process, log_path)
+        wait_until(worker._serving, timeout=30, what="SFU worker")
+        return worker
+
+    def _serving(self) -> bool:
+        if self.process.poll() is not None:
+            raise RuntimeError(f"SFU worker exited:\n{self.log_path.read_text()[-2000:]}")
+        return "serving on" in self.log_path.read_text(errors="replace")
+
+    def kill(self) -> None:
+        """Die without cleaning up, as a crashed worker does."""
+        self.process.kill()
+        self.process.wait(10)
+
+    def stop(self) -> None:
+        if self.process.poll() is None:
+            self.process.terminate()
+            try:
+                self.process.wait(10)
+            except subprocess.TimeoutExpired:
+                self.kill()

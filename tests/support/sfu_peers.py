@@ -134,3 +134,122 @@ def room_with_router() -> tuple[SfuRoom, dict[str, Participant]]:
     return SfuRoom("test", send), participants
 
 
+
+
+class SocketParticipant:
+    """An aiortc participant joining a group call through the real `ws/sfu/<slug>/` socket."""
+
+    def __init__(self, base_url: str, slug: str, session_id: str):
+        self.base_url, self.slug, self.session_id = base_url, slug, session_id
+        self.socket = None
+        self.publish_pc = self.subscribe_pc = None
+        self.participants: list[dict] = []
+        self.frames: dict[str, int] = defaultdict(int)
+        self.sizes: dict[str, tuple[int, int]] = {}
+        self.events: list[dict] = []
+        self.member: str | None = None
+        self.name: str | None = None
+        self.joins = 0
+        self.changed = asyncio.Condition()
+        self.tasks: list[asyncio.Task] = []
+
+    async def connect(self) -> None:
+        import json
+
+        import websockets
+
+        netloc = self.base_url.split("://", 1)[1]
+        self.socket = await websockets.connect(
+            f"ws://{netloc}/ws/sfu/{self.slug}/", origin=self.base_url,
+            additional_headers={"Cookie": f"sessionid={self.session_id}"}, max_size=2**20,
+        )
+        hello = json.loads(await self.socket.recv())
+        self.member = hello["you"]["member"]
+        self.name = hello["you"]["name"]
+        self.tasks.append(asyncio.create_task(self._read()))
+        await self.join()
+
+    async def join(self) -> None:
+        """Open fresh connections and (re)join: also what a client does after worker-lost."""
+        for pc in (self.publish_pc, self.subscribe_pc):
+            if pc is not None:
+                await pc.close()
+        self.frames.clear()
+        self.participants = []
+        self.publish_pc, self.subscribe_pc = peer_connection(), peer_connection()
+        self.subscribe_pc.on("track", self._on_track)
+        self.joins += 1
+        await self.send(type="join")
+        self.publish_pc.addTrack(AudioStreamTrack())
+        self.publish_pc.addTrack(SmallCamera())
+        await self.publish_pc.setLocalDescription(await self.publish_pc.createOffer())
+        await self.send(type="publish", sdp=self.publish_pc.localDescription.sdp)
+
+    async def send(self, **message) -> None:
+        import json
+
+        await self.socket.send(json.dumps(message))
+
+    async def _read(self) -> None:
+        import json
+
+        async for raw in self.socket:
+            event = json.loads(raw)
+            self.events.append(event)
+            kind = event["type"]
+            if kind == "publish-answer":
+                await self.publish_pc.setRemoteDescription(
+                    RTCSessionDescription(event["sdp"], "answer"))
+            elif kind == "subscribe-offer":
+                pc = self.subscribe_pc
+                await pc.setRemoteDescription(RTCSessionDescription(event["sdp"], "offer"))
+                await pc.setLocalDescription(await pc.createAnswer())
+                await self.send(type="subscribe-answer", sdp=pc.localDescription.sdp)
+            elif kind == "participants":
+                self.participants = event["participants"]
+            elif kind == "worker-lost":
+                self.member = event["member"]
+                await self.join()
+            await self._notify()
+
+    def _on_track(self, track) -> None:
+        pc = self.subscribe_pc
+        transceiver = next(t for t in pc.getTransceivers() if t.receiver.track is track)
+        self.tasks.append(asyncio.create_task(self._consume(pc, transceiver.mid, track)))
+
+    async def _consume(self, pc, mid: str, track) -> None:
+        with contextlib.suppress(MediaStreamError):
+            while pc is self.subscribe_pc:
+                frame = await track.recv()
+                self.frames[mid] += 1
+                if track.kind == "video":
+                    self.sizes[mid] = (frame.width, frame.height)
+                if self.frames[mid] % 5 == 1:
+                    await self._notify()
+
+    async def _notify(self) -> None:
+        async with self.changed:
+            self.changed.notify_all()
+
+    async def wait_for(self, predicate, timeout: float = 30) -> None:
+        async with asyncio.timeout(timeout):
+            async with self.changed:
+                await self.changed.wait_for(predicate)
+
+    def names(self) -> set[str]:
+        return {p["name"] for p in self.participants}
+
+    def receiving_from(self, name: str, frames: int) -> bool:
+        mids = next((p["mids"] for p in self.participants if p["name"] == name), {})
+        return len(mids) == 2 and all(self.frames[m] >= frames for m in mids.values())
+
+    async def close(self) -> None:
+        for task in self.tasks:
+            task.cancel()
+            with contextlib.suppress(asyncio.CancelledError, Exception):
+                await task
+        for pc in (self.publish_pc, self.subscribe_pc):
+            if pc is not None:
+                await pc.close()
+        if self.socket is not None:
+            await self.socket.close()

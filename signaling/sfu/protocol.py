@@ -1,0 +1,75 @@
+"""The group call socket's wire protocol (`ws/sfu/<slug>/`), documented in docs/protocol.md
+and mirrored by static/parley/sfu-protocol.js. Framing, close codes and generic error codes
+are the room socket's; SDP and candidate checks are the P2P relay's."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from rooms.protocol import INVALID_FIELD, MISSING_FIELD, UNKNOWN_TYPE, ProtocolError
+from signaling.protocol import check_candidate, check_sdp
+
+NOT_JOINED = "not_joined"
+ALREADY_JOINED = "already_joined"
+WORKER_UNAVAILABLE = "worker_unavailable"
+TARGETS = ("publish", "subscribe")
+
+
+@dataclass(frozen=True)
+class Join:
+    pass
+
+
+@dataclass(frozen=True)
+class Publish:
+    sdp: str
+
+
+@dataclass(frozen=True)
+class SubscribeAnswer:
+    sdp: str
+
+
+@dataclass(frozen=True)
+class Candidate:
+    target: str
+    candidate: dict
+
+
+@dataclass(frozen=True)
+class Mute:
+    audio: bool
+    video: bool
+
+
+@dataclass(frozen=True)
+class Leave:
+    pass
+
+
+SfuMessage = Join | Publish | SubscribeAnswer | Candidate | Mute | Leave
+
+
+def parse_sfu_message(data: dict, *, max_sdp_chars: int) -> SfuMessage:
+    kind = data.get("type")
+    if kind is None:
+        raise ProtocolError(MISSING_FIELD, "Missing field 'type'.")
+    if kind == "join":
+        return Join()
+    if kind == "leave":
+        return Leave()
+    if kind == "publish":
+        return Publish(check_sdp(data, max_sdp_chars))
+    if kind == "subscribe-answer":
+        return SubscribeAnswer(check_sdp(data, max_sdp_chars))
+    if kind == "candidate":
+        target = data.get("target")
+        if target not in TARGETS:
+            raise ProtocolError(INVALID_FIELD, "target must be 'publish' or 'subscribe'.")
+        return Candidate(target, check_candidate(data))
+    if kind == "mute":
+        audio, video = data.get("audio"), data.get("video")
+        if not isinstance(audio, bool) or not isinstance(video, bool):
+            raise ProtocolError(INVALID_FIELD, "mute needs booleans 'audio' and 'video'.")
+        return Mute(audio, video)
+    raise ProtocolError(UNKNOWN_TYPE, f"Unknown message type {str(kind)[:40]!r}.")
