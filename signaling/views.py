@@ -28,6 +28,17 @@ def direct(request: HttpRequest, slug: str, mode: str):
 
 
 @require_GET
+def group_call(request: HttpRequest, slug: str):
+    room, participant, refusal = enter_room(request, slug)
+    if refusal is not None:
+        return refusal
+    return render(request, "signaling/group_call.html", {
+        "room": room, "participant": participant,
+        "ice_servers": ice_servers_for(participant.public_id),
+    })
+
+
+@require_GET
 def ice_servers(request: HttpRequest, slug: str):
     """RTCIceServer list with fresh TURN credentials, for members only (JSON)."""
     _room, participant, refusal = enter_room(request, slug)

@@ -1,0 +1,233 @@
+// The group call page: send camera and microphone once to the SFU, receive everyone else's.
+// Lifetimes: one SfuClient for the page's life; per join, one publish connection (we offer)
+// and one subscribe connection (the server offers), both closed on leave, on worker-lost and
+// before every rejoin. Remote tracks are tied to people by transceiver mid, from the
+// server's `participants` message.
+import { SfuClient } from "./sfu-protocol.js";
+
+const root = document.getElementById("group-call");
+const statusEl = document.getElementById("call-status");
+const grid = document.getElementById("grid");
+const joinButton = document.getElementById("join");
+const leaveButton = document.getElementById("leave");
+const muteButton = document.getElementById("mute");
+const cameraButton = document.getElementById("camera");
+let iceServers = JSON.parse(document.getElementById("ice-servers").textContent);
+
+// Level above which a participant counts as speaking (getStats audioLevel, 0..1).
+const SPEAKING_LEVEL = 0.02;
+
+const call = {
+  state: "idle",
+  wantJoined: true,
+  publishPc: null,
+  subscribePc: null,
+  localStream: null,
+  tracksByMid: new Map(),
+  participants: [],
+  muted: { audio: false, video: false },
+};
+window.parleyGroup = call; // for debugging and browser tests
+
+function setStatus(state, text) {
+  call.state = state;
+  statusEl.dataset.state = state;
+  statusEl.textContent = text;
+}
+
+const client = new SfuClient(root.dataset.slug, onEvent);
+
+async function onEvent(event) {
+  switch (event.type) {
+    case "socket":
+      closeConnections();
+      if (event.retryInSeconds === null) setStatus("offline", "You cannot join this call.");
+      else setStatus("reconnecting", `Connection lost; reconnecting in ${event.retryInSeconds}s…`);
+      return;
+    case "hello":
+      iceServers = event.ice_servers;
+      if (call.wantJoined) await join();
+      return;
+    case "joined":
+      setStatus("live", "In the call");
+      return;
+    case "publish-answer":
+      await call.publishPc.setRemoteDescription({ type: "answer", sdp: event.sdp });
+      return;
+    case "subscribe-offer":
+      return answerSubscribeOffer(event.sdp);
+    case "participants":
+      call.participants = event.participants;
+      render();
+      return;
+    case "worker-lost":
+      closeConnections();
+      setStatus("reconnecting", "The call server restarted; rejoining…");
+      if (call.wantJoined) await join();
+      return;
+    case "error":
+      console.warn("group call error", event.code, event.message);
+      if (event.code === "worker_unavailable") {
+        setStatus("unavailable", "The call server is unreachable; retrying…");
+        setTimeout(() => { if (call.wantJoined && call.state === "unavailable") join(); }, 3000);
+      }
+      return;
+    default:
+      return;
+  }
+}
+
+function newPeerConnection(target) {
+  const pc = new RTCPeerConnection({ iceServers, bundlePolicy: "max-bundle" });
+  pc.onicecandidate = ({ candidate }) => {
+    if (candidate && candidate.candidate) {
+      client.send({ type: "candidate", target, candidate: candidate.toJSON() });
+    }
+  };
+  return pc;
+}
+
+async function join() {
+  closeConnections();
+  setStatus("joining", "Joining…");
+  client.send({ type: "join" });
+  call.subscribePc = newPeerConnection("subscribe");
+  call.subscribePc.ontrack = ({ track, transceiver }) => {
+    call.tracksByMid.set(transceiver.mid, track);
+    track.onended = () => call.tracksByMid.delete(transceiver.mid);
+    render();
+  };
+  call.publishPc = newPeerConnection("publish");
+  for (const track of call.localStream.getTracks()) {
+    call.publishPc.addTransceiver(track, { direction: "sendonly", streams: [call.localStream] });
+  }
+  await call.publishPc.setLocalDescription(await call.publishPc.createOffer());
+  client.send({ type: "publish", sdp: call.publishPc.localDescription.sdp });
+  if (call.muted.audio || call.muted.video) client.send({ type: "mute", ...call.muted });
+  joinButton.hidden = true;
+  leaveButton.hidden = false;
+}
+
+async function answerSubscribeOffer(sdp) {
+  const pc = call.subscribePc;
+  if (!pc) return;
+  await pc.setRemoteDescription({ type: "offer", sdp });
+  await pc.setLocalDescription(await pc.createAnswer());
+  client.send({ type: "subscribe-answer", sdp: pc.localDescription.sdp });
+}
+
+function closeConnections() {
+  for (const pc of [call.publishPc, call.subscribePc]) if (pc) pc.close();
+  call.publishPc = null;
+  call.subscribePc = null;
+  call.tracksByMid.clear();
+  call.participants = [];
+  render();
+}
+
+// --- rendering ----------------------------------------------------------------------------
+function tileFor(id) {
+  let tile = grid.querySelector(`[data-participant="${CSS.escape(id)}"]`);
+  if (!tile) {
+    tile = document.createElement("figure");
+    tile.className = "tile";
+    tile.dataset.participant = id;
+    const video = document.createElement("video");
+    video.autoplay = true;
+    video.playsInline = true;
+    const caption = document.createElement("figcaption");
+    tile.append(video, caption);
+    grid.append(tile);
+  }
+  return tile;
+}
+
+function render() {
+  const present = new Set();
+  for (const person of call.participants) {
+    present.add(person.id);
+    const tile = tileFor(person.id);
+    const video = tile.querySelector("video");
+    tile.classList.toggle("me", person.you);
+    tile.dataset.audioMuted = String(person.muted.audio);
+    tile.dataset.videoMuted = String(person.muted.video);
+    const flags = [person.muted.audio ? "muted" : "", person.muted.video ? "camera off" : ""]
+      .filter(Boolean).join(", ");
+    tile.querySelector("figcaption").textContent =
+      `${person.name}${person.you ? " (you)" : ""}${flags ? ` · ${flags}` : ""}`;
+    if (person.you) {
+      video.muted = true;
+      if (video.srcObject !== call.localStream) video.srcObject = call.localStream;
+      continue;
+    }
+    const tracks = ["video", "audio"]
+      .map((kind) => call.tracksByMid.get(person.mids[kind]))
+      .filter(Boolean);
+    const current = video.srcObject ? video.srcObject.getTracks() : [];
+    if (tracks.length !== current.length || tracks.some((t, i) => t !== current[i])) {
+      video.srcObject = tracks.length ? new MediaStream(tracks) : null;
+    }
+  }
+  for (const tile of grid.querySelectorAll(".tile")) {
+    if (!present.has(tile.dataset.participant)) tile.remove();
+  }
+}
+
+async function markSpeakers() {
+  const pc = call.subscribePc;
+  if (!pc) return;
+  const levels = new Map();
+  const stats = await pc.getStats();
+  for (const report of stats.values()) {
+    if (report.type === "inbound-rtp" && report.kind === "audio") {
+      levels.set(report.mid, report.audioLevel || 0);
+    }
+  }
+  for (const person of call.participants) {
+    const tile = grid.querySelector(`[data-participant="${CSS.escape(person.id)}"]`);
+    if (!tile || person.you) continue;
+    const level = levels.get(person.mids.audio) || 0;
+    tile.classList.toggle("speaking", !person.muted.audio && level > SPEAKING_LEVEL);
+  }
+}
+
+// --- controls -----------------------------------------------------------------------------
+function toggle(kind, button, offLabel, onLabel) {
+  call.muted[kind] = !call.muted[kind];
+  for (const track of call.localStream.getTracks()) {
+    if (track.kind === kind) track.enabled = !call.muted[kind];
+  }
+  button.textContent = call.muted[kind] ? onLabel : offLabel;
+  button.setAttribute("aria-pressed", String(call.muted[kind]));
+  client.send({ type: "mute", ...call.muted });
+}
+
+muteButton.addEventListener("click", () => toggle("audio", muteButton, "Mute", "Unmute"));
+cameraButton.addEventListener("click", () => toggle("video", cameraButton, "Camera off",
+                                                     "Camera on"));
+leaveButton.addEventListener("click", () => {
+  call.wantJoined = false;
+  client.send({ type: "leave" });
+  closeConnections();
+  setStatus("left", "You left the call.");
+  leaveButton.hidden = true;
+  joinButton.hidden = false;
+});
+joinButton.addEventListener("click", () => {
+  call.wantJoined = true;
+  join();
+});
+
+async function main() {
+  setStatus("connecting", "Connecting…");
+  try {
+    call.localStream = await navigator.mediaDevices.getUserMedia({ audio: true, video: true });
+  } catch (error) {
+    setStatus("offline", `Camera or microphone unavailable: ${error.message}`);
+    return;
+  }
+  client.start();
+  setInterval(() => markSpeakers().catch(() => {}), 400);
+}
+
+main();

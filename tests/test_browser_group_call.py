@@ -1,0 +1,88 @@
+"""Three headless Chromium participants in a group call through the SFU."""
+
+from __future__ import annotations
+
+import pytest
+from playwright.sync_api import expect
+
+from tests.support.chromium import create_room, join_as_guest, participant
+
+pytestmark = [pytest.mark.browser, pytest.mark.sfu]
+
+# Per remote participant (by name): video frames decoded and audio packets received, from the
+# subscribe connection's stats, mapped through the server's participants message.
+REMOTE_MEDIA = """async () => {
+  const call = window.parleyGroup;
+  if (!call.subscribePc) return {};
+  const byMid = {};
+  for (const r of (await call.subscribePc.getStats()).values()) {
+    if (r.type === "inbound-rtp") byMid[r.mid] = r;
+  }
+  const out = {};
+  for (const p of call.participants) {
+    if (p.you) continue;
+    const video = byMid[p.mids.video] || {};
+    const audio = byMid[p.mids.audio] || {};
+    out[p.name] = {frames: video.framesDecoded || 0, audio: audio.packetsReceived || 0};
+  }
+  return out;
+}"""
+
+
+def wait_for_media(page, names: list[str], more_than: int = 10) -> None:
+    page.wait_for_function(
+        f"""async () => {{
+          const media = await ({REMOTE_MEDIA})();
+          return {names!r}.every(n => media[n] && media[n].frames > {more_than}
+                                      && media[n].audio > {more_than});
+        }}""",
+        polling=250, timeout=40000,
+    )
+
+
+def test_three_people_see_and_hear_each_other_and_one_leaves(chromium_browser, daphne_factory):
+    server = daphne_factory()
+    contexts = [participant(chromium_browser, server.base_url) for _ in range(3)]
+    try:
+        pages = [context.new_page() for context in contexts]
+        room_path = create_room(pages[0], "Group")
+        names = ["Ann", "Bob", "Cat"]
+        for page, name in zip(pages, names, strict=True):
+            join_as_guest(page, f"{room_path}call/", name)
+        for page, name in zip(pages, names, strict=True):
+            expect(page.locator("#call-status")).to_have_attribute("data-state", "live")
+            expect(page.locator("#grid .tile")).to_have_count(3, timeout=20000)
+            wait_for_media(page, [n for n in names if n != name])
+
+        pages[1].click("#mute")
+        expect(pages[0].locator("#grid .tile", has_text="Bob")).to_have_attribute(
+            "data-audio-muted", "true")
+
+        contexts[2].close()
+        for page in pages[:2]:
+            expect(page.locator("#grid .tile")).to_have_count(2, timeout=20000)
+            expect(page.locator("#grid")).not_to_contain_text("Cat")
+    finally:
+        for context in contexts:
+            context.close()
+
+
+def test_three_people_over_two_processes_and_a_worker_process(
+    chromium_browser, daphne_factory, redis_server, sfu_worker_factory
+):
+    """With REDIS_URL: pages on two daphne processes, media through a separate worker."""
+    env = {"REDIS_URL": redis_server.url}
+    servers = [daphne_factory(**env), daphne_factory(**env)]
+    sfu_worker_factory()
+    contexts = [participant(chromium_browser, servers[n % 2].base_url) for n in range(3)]
+    try:
+        pages = [context.new_page() for context in contexts]
+        room_path = create_room(pages[0], "Group over Redis")
+        names = ["Ann", "Bob", "Cat"]
+        for page, name in zip(pages, names, strict=True):
+            join_as_guest(page, f"{room_path}call/", name)
+        for page, name in zip(pages, names, strict=True):
+            wait_for_media(page, [n for n in names if n != name])
+    finally:
+        for context in contexts:
+            context.close()
