@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import asyncio
+
 import pytest
 
 from signaling.sfu import hooks
@@ -94,6 +96,21 @@ async def test_a_late_joiner_starts_on_a_keyframe_requested_for_it():
         assert publication.keyframes > keyframes_before  # a new keyframe, made for the PLI
         track = room.members["late"].subscriptions[("m0", "video")].track
         assert not track.waiting_for_keyframe and track.forwarded >= 3
+    finally:
+        await close_all(room, people)
+
+
+async def test_audio_is_decoded_only_when_asked():
+    """Captions can tap a participant's decoded audio inside the worker on demand."""
+    room, _, people = await call_of(2)
+    try:
+        await people[1].wait_for(lambda: people[1].receiving_from("m0", frames=5))
+        publication = room.members["m0"].publications["audio"]
+        assert publication.tap.qsize() == 0 and not publication.tap.decode
+        frame = await asyncio.wait_for(publication.decoded().recv(), 10)
+        assert frame.sample_rate == 48000 and frame.samples > 0
+        publication.stop_decoding()
+        await people[1].wait_for(lambda: people[1].receiving_from("m0", frames=20))
     finally:
         await close_all(room, people)
 

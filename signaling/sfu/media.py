@@ -141,6 +141,16 @@ class Publication:
         with contextlib.suppress(ConnectionError, OSError):  # the publisher went away
             await hooks.send_pli(self.receiver)
 
+    def decoded(self) -> MediaStreamTrack:
+        """Start decoding this publication (for live captions) and return the track that
+        yields its decoded frames. Forwarding goes on unchanged; nothing is decoded until a
+        caller asks, and `stop_decoding` ends it."""
+        self.tap.decode = True
+        return self.receiver.track
+
+    def stop_decoding(self) -> None:
+        self.tap.decode = False
+
     def close(self) -> None:
         for track in list(self.tracks):
             self.unsubscribe(track)

@@ -1,0 +1,92 @@
+"""The group call socket's validation and joins, through the full ASGI stack."""
+
+from __future__ import annotations
+
+import pytest
+from channels.db import database_sync_to_async
+
+from rooms import protocol as room_protocol
+from rooms import services
+from signaling.sfu import protocol
+from tests.support.sockets import (
+    close_db_connections,
+    connected,
+    guest_session_key,
+    receive_type,
+    room_socket,
+)
+
+pytestmark = [pytest.mark.django_db(transaction=True), pytest.mark.sfu]
+
+SDP = ("v=0\r\no=- 1 2 IN IP4 127.0.0.1\r\ns=-\r\nt=0 0\r\n"
+       "m=audio 9 UDP/TLS/RTP/SAVPF 111\r\n")
+
+
+@pytest.fixture(autouse=True)
+async def cleanup():
+    yield
+    await close_db_connections()
+    from signaling.sfu import directory, worker
+
+    for local in list(worker._local_workers.values()):
+        await local.stop()
+    worker._local_workers.clear()
+    directory._directory = None
+
+
+@database_sync_to_async
+def make_room():
+    return services.create_room("Call", private=False)
+
+
+async def test_sfu_socket_uses_the_room_auth_and_close_codes():
+    room = await make_room()
+    key = await guest_session_key(room, "Ann")
+    for slug, session, code in [("nope", key, 4404), (room.slug, None, 4403)]:
+        communicator = room_socket(slug, session, kind="sfu")
+        assert (await communicator.connect())[0]
+        assert (await communicator.receive_output(timeout=3))["code"] == code
+
+
+async def test_join_reaches_the_in_process_worker():
+    room = await make_room()
+    ann, hello = await connected(room.slug, await guest_session_key(room, "Ann"), kind="sfu")
+    assert hello["type"] == "hello" and len(hello["you"]["member"]) == 16
+    await ann.send_json_to({"type": "join"})
+    participants = await receive_type(ann, "participants", timeout=10)
+    assert [p["name"] for p in participants["participants"]] == ["Ann"]
+    assert (await receive_type(ann, "subscribe-offer", timeout=10))["sdp"].startswith("v=0")
+    assert (await receive_type(ann, "joined", timeout=10))["worker"] == "local"
+    await ann.send_json_to({"type": "join"})
+    assert (await receive_type(ann, "error"))["code"] == protocol.ALREADY_JOINED
+    await ann.send_json_to({"type": "leave"})
+    assert (await receive_type(ann, "left"))["type"] == "left"
+    await ann.disconnect()
+
+
+BAD = [
+    ({"type": "publish", "sdp": SDP}, protocol.NOT_JOINED),
+    ({"type": "mute", "audio": True, "video": False}, protocol.NOT_JOINED),
+    ({"type": "publish"}, room_protocol.MISSING_FIELD),
+    ({"type": "publish", "sdp": "nonsense"}, room_protocol.INVALID_FIELD),
+    ({"type": "subscribe-answer", "sdp": 3}, room_protocol.INVALID_FIELD),
+    ({"type": "candidate", "target": "elsewhere", "candidate": {}}, room_protocol.INVALID_FIELD),
+    ({"type": "candidate", "target": "publish", "candidate": {"candidate": "x"}},
+     room_protocol.INVALID_FIELD),
+    ({"type": "mute", "audio": "yes", "video": False}, room_protocol.INVALID_FIELD),
+    ({"type": "dance"}, room_protocol.UNKNOWN_TYPE),
+    ({}, room_protocol.MISSING_FIELD),
+]
+
+
+async def test_every_bad_message_gets_an_error_and_the_socket_stays_open():
+    room = await make_room()
+    ann, _ = await connected(room.slug, await guest_session_key(room, "Ann"), kind="sfu")
+    for frame, code in BAD:
+        await ann.send_json_to(frame)
+        assert (await receive_type(ann, "error"))["code"] == code, frame
+    await ann.send_to(bytes_data=b"\x00")
+    assert (await receive_type(ann, "error"))["code"] == room_protocol.BINARY_NOT_SUPPORTED
+    await ann.send_json_to({"type": "join"})
+    assert (await receive_type(ann, "joined", timeout=10))["type"] == "joined"
+    await ann.disconnect()
