@@ -7,6 +7,12 @@ import pytest
 from tests.support import servers
 
 
+def pytest_collection_modifyitems(config, items):
+    """Browser tests last: Playwright's sync API keeps an event loop running in the main
+    thread for the rest of the session, which async tests cannot share."""
+    items.sort(key=lambda item: item.get_closest_marker("browser") is not None)
+
+
 @pytest.fixture(autouse=True)
 def plain_static_storage(settings):
     """In-process tests render pages without a collectstatic manifest."""
