@@ -6,7 +6,8 @@ out decoded frames: each reassembled encoded frame is put on a private queue rea
 thread. We replace that queue, per receiver, with one that gives every encoded frame to the SFU
 and passes it on to the decoder only when someone needs decoded media (captions).
 
-Also here: cutting the audio jitter buffer's 80 ms prefetch, sending a PLI to a publisher,
+Also here: a jitter buffer that releases each frame as soon as it is complete (aiortc's
+waits for the next frame, and prefetches 80 ms of audio), sending a PLI to a publisher,
 and catching a subscriber's keyframe requests (PLI/FIR) on a sender.
 
 tests/test_sfu_hooks.py fails loudly when an aiortc upgrade moves any of this.
@@ -28,8 +29,10 @@ AIORTC_VERSION = "1.16.0"
 _DECODER_QUEUE = "_RTCRtpReceiver__decoder_queue"
 _JITTER_BUFFER = "_RTCRtpReceiver__jitter_buffer"
 _ACTIVE_SSRC = "_RTCRtpReceiver__active_ssrc"
-# aiortc's audio jitter buffer: 16 packets, playback after 4 (80 ms of 20 ms Opus packets).
+# aiortc's jitter buffers: audio 16 packets, played after 4 (80 ms of 20 ms Opus packets);
+# video 512 packets. Same capacities here, no prefetch.
 AUDIO_JITTER_CAPACITY = 16
+VIDEO_JITTER_CAPACITY = 512
 
 EncodedFrameHandler = Callable[[RTCRtpCodecParameters, JitterFrame], None]
 
@@ -44,9 +47,41 @@ def check_aiortc() -> None:
     for name in ("_RTCRtpReceiver__decoder_queue", "_RTCRtpReceiver__jitter_buffer"):
         if name not in probe:
             raise RuntimeError(f"aiortc's RTCRtpReceiver no longer sets {name}")
+    for name in ("_packets", "_origin", "_is_video", "remove", "_remove_frame"):
+        if name not in JitterBuffer.__init__.__code__.co_names and not hasattr(JitterBuffer, name):
+            raise RuntimeError(f"aiortc's JitterBuffer no longer has {name}")
     for owner, method in ((RTCRtpReceiver, "_send_rtcp_pli"), (RTCRtpSender, "_send_keyframe")):
         if not callable(getattr(owner, method, None)):
             raise RuntimeError(f"aiortc's {owner.__name__} no longer has {method}")
+
+
+class PromptJitterBuffer(JitterBuffer):
+    """Releases a frame as soon as it is complete, not when the next frame begins.
+
+    aiortc's buffer knows a frame is complete only when a packet with the next timestamp
+    arrives, which holds every frame back one frame interval (33 ms at 30 fps) at each hop.
+    Here a video frame is complete at its marker bit (set on the last packet of a frame), and
+    an audio packet is a whole frame. Frames are still released strictly in sequence order.
+    """
+
+    def _remove_frame(self, sequence_number: int) -> JitterFrame | None:
+        packets = []
+        timestamp = None
+        for count in range(self.capacity):
+            packet = self._packets[(self._origin + count) % self.capacity]
+            if packet is None:
+                return None
+            if timestamp is not None and packet.timestamp != timestamp:
+                # The previous frame ended without a marker (it was lost): release it as
+                # aiortc would.
+                self.remove(count)
+                return JitterFrame(b"".join(p._data for p in packets), timestamp)
+            timestamp = packet.timestamp
+            packets.append(packet)
+            if packet.marker or not self._is_video:
+                self.remove(count + 1)
+                return JitterFrame(b"".join(p._data for p in packets), timestamp)
+        return None
 
 
 class EncodedFrameTap(queue.Queue):
@@ -83,8 +118,10 @@ def tap_receiver(
     tap = EncodedFrameTap(on_frame, decode)
     setattr(receiver, _DECODER_QUEUE, tap)
     if receiver.track.kind == "audio":
-        setattr(receiver, _JITTER_BUFFER,
-                JitterBuffer(capacity=AUDIO_JITTER_CAPACITY, prefetch=audio_prefetch))
+        buffer = PromptJitterBuffer(capacity=AUDIO_JITTER_CAPACITY, prefetch=audio_prefetch)
+    else:
+        buffer = PromptJitterBuffer(capacity=VIDEO_JITTER_CAPACITY, is_video=True)
+    setattr(receiver, _JITTER_BUFFER, buffer)
     return tap
 
 
