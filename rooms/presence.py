@@ -11,12 +11,13 @@ Two stores with one interface: in-process memory (no REDIS_URL) and Redis hashes
 
 from __future__ import annotations
 
-import asyncio
 import json
 import time
 from dataclasses import dataclass
 
 from django.conf import settings
+
+from rooms.redis import redis_client
 
 
 @dataclass(frozen=True)
@@ -82,19 +83,9 @@ class RedisPresence:
     def __init__(self, url: str, ttl: float):
         self.url = url
         self.ttl = ttl
-        self._clients: dict[int, object] = {}
 
     def _redis(self):
-        # redis.asyncio clients belong to the loop that created them; daphne runs one loop,
-        # tests may run several.
-        import redis.asyncio as aioredis
-
-        loop = asyncio.get_running_loop()
-        client = self._clients.get(id(loop))
-        if client is None:
-            client = aioredis.Redis.from_url(self.url, socket_timeout=5)
-            self._clients[id(loop)] = client
-        return client
+        return redis_client(self.url)
 
     @staticmethod
     def _key(room_id: int) -> str:

@@ -13,12 +13,13 @@ changed atomically by a Lua script.
 
 from __future__ import annotations
 
-import asyncio
 import json
 import time
 from dataclasses import asdict, dataclass
 
 from django.conf import settings
+
+from rooms.redis import redis_client
 
 CAPACITY = 2
 
@@ -131,17 +132,9 @@ class RedisCalls:
     def __init__(self, url: str, ttl: float):
         self.url = url
         self.ttl = ttl
-        self._clients: dict[int, object] = {}
 
     def _redis(self):
-        import redis.asyncio as aioredis
-
-        loop = asyncio.get_running_loop()
-        client = self._clients.get(id(loop))
-        if client is None:
-            client = aioredis.Redis.from_url(self.url, socket_timeout=5)
-            self._clients[id(loop)] = client
-        return client
+        return redis_client(self.url)
 
     def _live(self, raw: dict) -> dict[str, Peer]:
         cutoff = time.time() - self.ttl

@@ -8,11 +8,12 @@ worker and a dict; with Redis the directory is shared by every daphne process an
 
 from __future__ import annotations
 
-import asyncio
 import json
 import time
 
 from django.conf import settings
+
+from rooms.redis import redis_client
 
 WORKER_HEARTBEAT = 1.0
 # Three missed beats: long enough for a busy worker's event loop, short enough that users wait
@@ -83,17 +84,9 @@ ROOM_ASSIGNMENT_SECONDS = 24 * 3600
 class RedisDirectory:
     def __init__(self, url: str):
         self.url = url
-        self._clients: dict[int, object] = {}
 
     def _redis(self):
-        import redis.asyncio as aioredis
-
-        loop = asyncio.get_running_loop()
-        client = self._clients.get(id(loop))
-        if client is None:
-            client = aioredis.Redis.from_url(self.url, socket_timeout=5)
-            self._clients[id(loop)] = client
-        return client
+        return redis_client(self.url)
 
     async def beat(self, worker_id: str, load: int) -> None:
         info = json.dumps({"ts": time.time(), "load": load})
