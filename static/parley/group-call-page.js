@@ -3,7 +3,7 @@
 // and one subscribe connection (the server offers), both closed on leave, on worker-lost and
 // before every rejoin. Remote tracks are tied to people by transceiver mid, from the
 // server's `participants` message.
-import { SfuClient } from "./sfu-protocol.js";
+import { sfuSocket } from "./sfu-protocol.js";
 
 const root = document.getElementById("group-call");
 const statusEl = document.getElementById("call-status");
@@ -35,11 +35,12 @@ function setStatus(state, text) {
   statusEl.textContent = text;
 }
 
-const client = new SfuClient(root.dataset.slug, onEvent);
+const client = sfuSocket(root.dataset.slug, onEvent);
 
 async function onEvent(event) {
   switch (event.type) {
     case "socket":
+      if (event.state === "connecting") return;
       closeConnections();
       if (event.retryInSeconds === null) setStatus("offline", "You cannot join this call.");
       else setStatus("reconnecting", `Connection lost; reconnecting in ${event.retryInSeconds}s…`);
