@@ -5,6 +5,7 @@ Readiness is polled (connect until it answers, with a deadline); nothing waits a
 
 from __future__ import annotations
 
+import atexit
 import os
 import shutil
 import socket
@@ -19,6 +20,20 @@ from pathlib import Path
 from urllib.parse import urlsplit, urlunsplit
 
 ROOT = Path(__file__).resolve().parents[2]
+
+
+@cache
+def scratch_dir() -> Path:
+    """One directory for this run's server logs and collected static files, removed at exit
+    (kept when PARLEY_KEEP_TEST_LOGS is set, to read a failed run's server logs)."""
+    path = Path(tempfile.mkdtemp(prefix="parley-run-"))
+    if not os.environ.get("PARLEY_KEEP_TEST_LOGS"):
+        atexit.register(shutil.rmtree, path, ignore_errors=True)
+    return path
+
+
+def log_file(prefix: str) -> Path:
+    return Path(tempfile.mkstemp(prefix=prefix, suffix=".log", dir=scratch_dir())[1])
 
 
 def free_port() -> int:
@@ -138,7 +153,7 @@ class LiveDatabase:
 @cache
 def collected_static() -> str:
     """Run collectstatic once per test session, so servers serve hashed files as in production."""
-    root = tempfile.mkdtemp(prefix="parley-static-")
+    root = tempfile.mkdtemp(prefix="static-", dir=scratch_dir())
     subprocess.run(
         [sys.executable, "manage.py", "collectstatic", "--noinput", "-v0"],
         cwd=ROOT, env={**os.environ, "STATIC_ROOT": root}, check=True,
@@ -161,7 +176,7 @@ class DaphneProcess:
     @classmethod
     def start(cls, database_url: str, extra_env: dict[str, str]) -> DaphneProcess:
         port = free_port()
-        log_path = Path(tempfile.mkstemp(prefix=f"daphne-{port}-", suffix=".log")[1])
+        log_path = log_file(f"daphne-{port}-")
         env = {
             **os.environ,
             "DATABASE_URL": database_url,
@@ -216,7 +231,7 @@ class SfuWorkerProcess:
 
     @classmethod
     def start(cls, database_url: str, redis_url: str, extra_env: dict | None = None):
-        log_path = Path(tempfile.mkstemp(prefix="sfu-worker-", suffix=".log")[1])
+        log_path = log_file("sfu-worker-")
         env = {**os.environ, "DATABASE_URL": database_url, "REDIS_URL": redis_url,
                "PYTHONUNBUFFERED": "1", **(extra_env or {})}
         with log_path.open("wb") as log:
