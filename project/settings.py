@@ -56,6 +56,7 @@ INSTALLED_APPS = [
     "channels",
     "rooms",
     "signaling",
+    "transcription",
 ]
 
 MIDDLEWARE = [

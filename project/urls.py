@@ -6,4 +6,5 @@ urlpatterns = [
     path("accounts/", include("django.contrib.auth.urls")),
     path("", include("rooms.urls")),
     path("", include("signaling.urls")),
+    path("", include("transcription.urls")),
 ]

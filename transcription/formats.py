@@ -1,0 +1,82 @@
+"""A room's transcript as plain text, WebVTT and SubRip.
+
+Cue times are relative to the first segment's start, so a recording started with the first
+words lines up with them.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from datetime import datetime, timedelta
+from typing import Protocol
+
+
+class Segment(Protocol):
+    speaker_name: str
+    text: str
+    started_at: datetime
+    ended_at: datetime
+
+
+def _clock(offset: timedelta, separator: str) -> str:
+    millis = max(0, round(offset.total_seconds() * 1000))
+    hours, rest = divmod(millis, 3_600_000)
+    minutes, rest = divmod(rest, 60_000)
+    seconds, millis = divmod(rest, 1000)
+    return f"{hours:02d}:{minutes:02d}:{seconds:02d}{separator}{millis:03d}"
+
+
+def _cues(segments: Sequence[Segment]):
+    if not segments:
+        return
+    origin = segments[0].started_at
+    for segment in segments:
+        start = segment.started_at - origin
+        end = max(segment.ended_at - origin, start + timedelta(milliseconds=1))
+        yield start, end, segment
+
+
+def _one_line(text: str) -> str:
+    # A blank line ends a cue in both formats: keep each cue's text on its own lines.
+    return " ".join(text.split())
+
+
+def to_txt(segments: Sequence[Segment]) -> str:
+    return "".join(
+        f"[{segment.started_at:%H:%M:%S}] {segment.speaker_name}: {_one_line(segment.text)}\n"
+        for segment in segments
+    )
+
+
+def to_vtt(segments: Sequence[Segment]) -> str:
+    lines = ["WEBVTT", ""]
+    for start, end, segment in _cues(segments):
+        lines += [
+            f"{_clock(start, '.')} --> {_clock(end, '.')}",
+            f"<v {_escape_vtt(segment.speaker_name)}>{_escape_vtt(_one_line(segment.text))}",
+            "",
+        ]
+    return "\n".join(lines)
+
+
+def to_srt(segments: Sequence[Segment]) -> str:
+    lines = []
+    for index, (start, end, segment) in enumerate(_cues(segments), start=1):
+        lines += [
+            str(index),
+            f"{_clock(start, ',')} --> {_clock(end, ',')}",
+            f"{segment.speaker_name}: {_one_line(segment.text)}",
+            "",
+        ]
+    return "\n".join(lines)
+
+
+def _escape_vtt(text: str) -> str:
+    return text.replace("&", "&amp;").replace("<", "&lt;").replace(">", "&gt;")
+
+
+FORMATS = {
+    "txt": (to_txt, "text/plain; charset=utf-8"),
+    "vtt": (to_vtt, "text/vtt; charset=utf-8"),
+    "srt": (to_srt, "application/x-subrip; charset=utf-8"),
+}
