@@ -8,9 +8,8 @@ HOST ?= 127.0.0.1
 PORT ?= 8000
 SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 APT_INSTALL := DEBIAN_FRONTEND=noninteractive $(SUDO) apt-get install -y --no-install-recommends
-# Debian packages the tests start for real: redis-server (Redis channel layer) and
-# chromium (browser tests, driven by Playwright with executable_path).
-TEST_SYSTEM_PACKAGES := redis-server chromium
+# Debian packages the tests use for real: redis-server (Redis channel layer), chromium
+# (browser tests, driven by Playwright with executable_path), espeak-ng and sox (speech).
 
 .PHONY: run test install install-dev system-deps test-system-deps lint bench clean
 
@@ -45,6 +44,8 @@ test-system-deps: system-deps
 	@missing=""; \
 	command -v redis-server >/dev/null || missing="$$missing redis-server"; \
 	[ -x /usr/bin/chromium ] || missing="$$missing chromium"; \
+	command -v espeak-ng >/dev/null || missing="$$missing espeak-ng"; \
+	command -v sox >/dev/null || missing="$$missing sox"; \
 	if [ -n "$$missing" ]; then \
 		echo "installing system packages:$$missing"; \
 		$(SUDO) apt-get update && $(APT_INSTALL) $$missing; \
