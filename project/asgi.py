@@ -1,6 +1,7 @@
 """ASGI entry point served by daphne: HTTP to Django, WebSockets through Channels.
 
-Sockets pass the Origin check (hosts in ALLOWED_HOSTS) and carry the Django session and user.
+Room sockets pass the Origin check (hosts in ALLOWED_HOSTS); `/v1/` API sockets are key-
+authenticated. All carry the Django session and user.
 """
 
 import os
@@ -17,6 +18,7 @@ from channels.security.websocket import AllowedHostsOriginValidator  # noqa: E40
 import rooms.routing  # noqa: E402
 import signaling.routing  # noqa: E402
 import signaling.sfu.routing  # noqa: E402
+import transcription.routing  # noqa: E402
 
 websocket_urlpatterns = [
     *rooms.routing.websocket_urlpatterns,
@@ -24,11 +26,15 @@ websocket_urlpatterns = [
     *signaling.sfu.routing.websocket_urlpatterns,
 ]
 
-application = ProtocolTypeRouter(
-    {
-        "http": django_asgi_app,
-        "websocket": AllowedHostsOriginValidator(
-            AuthMiddlewareStack(URLRouter(websocket_urlpatterns))
-        ),
-    }
-)
+room_sockets = AllowedHostsOriginValidator(AuthMiddlewareStack(URLRouter(websocket_urlpatterns)))
+api_sockets = AuthMiddlewareStack(URLRouter(transcription.routing.websocket_urlpatterns))
+
+
+async def websockets(scope, receive, send):
+    """`/v1/...` sockets authenticate by key (no Origin from API clients); all others must
+    come from our own pages."""
+    app = api_sockets if scope["path"].startswith("/v1/") else room_sockets
+    return await app(scope, receive, send)
+
+
+application = ProtocolTypeRouter({"http": django_asgi_app, "websocket": websockets})

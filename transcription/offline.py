@@ -88,6 +88,15 @@ class SpeakerStream:
             frame, self.pending = self.pending[:size], self.pending[size:]
             self._frame(frame)
 
+    def commit(self) -> None:
+        """A manual commit: end the current turn now (no-op between turns)."""
+        if self.item_id is not None:
+            self._end_turn(self._ms(self.frames_seen))
+
+    def clear(self) -> None:
+        """Drop audio not yet decoded."""
+        self.pending = b""
+
     def finish(self) -> None:
         """End of the audio stream: close any open turn."""
         if self.item_id is not None:
@@ -172,6 +181,14 @@ class OfflineEngine:
         """Queue audio; returns once it is decoded, which is what bounds a fast sender."""
         stream, executor = self.streams[speaker]
         await asyncio.get_running_loop().run_in_executor(executor, stream.feed, pcm24k)
+
+    async def commit(self, speaker: str) -> None:
+        stream, executor = self.streams[speaker]
+        await asyncio.get_running_loop().run_in_executor(executor, stream.commit)
+
+    async def clear(self, speaker: str) -> None:
+        stream, executor = self.streams[speaker]
+        await asyncio.get_running_loop().run_in_executor(executor, stream.clear)
 
     async def close(self, speaker: str) -> None:
         stream, executor = self.streams.pop(speaker)

@@ -1,14 +1,26 @@
-"""Transcript downloads: /rooms/<slug>/transcript.txt|.vtt|.srt, members only."""
+"""Transcript downloads (/rooms/<slug>/transcript.txt|.vtt|.srt, members only) and
+transcription keys (POST /api/transcription-session)."""
 
 from __future__ import annotations
 
-from django.http import Http404, HttpRequest, HttpResponse
-from django.views.decorators.http import require_GET
+import json
+import time
 
+from django.http import Http404, HttpRequest, HttpResponse, JsonResponse
+from django.shortcuts import get_object_or_404
+from django.views.decorators.http import require_GET, require_POST
+
+from rooms.identity import participant_for
+from rooms.models import Room
 from rooms.views import enter_room
 
 from .formats import FORMATS
+from .keys import KeyGrant, mint_key
 from .models import CaptionSegment
+
+MODES = ("proxy",)  # "webrtc" and "websocket" (browser-direct) come with issue 6
+# Keys per browser session per minute: a page asks for one per connection; more is a loop.
+MINT_LIMIT_PER_MINUTE = 10
 
 
 @require_GET
@@ -23,3 +35,46 @@ def transcript(request: HttpRequest, slug: str, extension: str):
     response = HttpResponse(render(segments), content_type=content_type)
     response["Content-Disposition"] = f'attachment; filename="{room.slug}-transcript.{extension}"'
     return response
+
+
+@require_POST
+def transcription_session(request: HttpRequest):
+    """Mint a short-lived key for the Realtime-compatible socket, for a member of a room.
+
+    Body (JSON or form): `room` (slug), `mode` ("proxy"). CSRF-protected like every POST.
+    Answers as OpenAI's client secrets do (`value`, `expires_at`) plus `websocket_url`.
+    """
+    try:
+        body = json.loads(request.body) if request.content_type == "application/json" \
+            else request.POST.dict()
+    except ValueError:
+        return JsonResponse({"error": {"code": "invalid_json"}}, status=400)
+    slug, mode = body.get("room"), body.get("mode", "proxy")
+    if not isinstance(slug, str) or mode not in MODES:
+        return JsonResponse({"error": {"code": "invalid_request",
+                                       "message": "Send 'room' and mode 'proxy'."}}, status=400)
+    room = get_object_or_404(Room, slug=slug)
+    participant = participant_for(request.session, request.user, room)
+    if participant is None:
+        return JsonResponse({"error": {"code": "forbidden"}}, status=403)
+    if not _within_rate(request.session):
+        return JsonResponse({"error": {"code": "rate_limited",
+                                       "message": "Too many keys; wait a minute."}}, status=429)
+    value, expires_at = mint_key(KeyGrant(room.pk, participant.key, participant.name))
+    scheme = "wss" if request.is_secure() else "ws"
+    return JsonResponse({
+        "value": value,
+        "expires_at": expires_at,
+        "session": {"type": "transcription", "room": room.slug},
+        "mode": mode,
+        "websocket_url": f"{scheme}://{request.get_host()}/v1/realtime?intent=transcription",
+    })
+
+
+def _within_rate(session) -> bool:
+    now = time.time()
+    recent = [t for t in session.get("parley_key_times", []) if now - t < 60]
+    if len(recent) >= MINT_LIMIT_PER_MINUTE:
+        return False
+    session["parley_key_times"] = [*recent, now]
+    return True
