@@ -84,3 +84,29 @@ def test_a_message_sent_while_disconnected_is_delivered_after_reconnect(
     finally:
         context.close()
         other_context.close()
+
+
+def test_an_offline_blip_leaves_one_socket(chromium_browser, daphne_factory):
+    """Going offline and back reconnects without leaving the old socket (and presence) behind."""
+    server = daphne_factory()
+    ann_context = participant(chromium_browser, server.base_url)
+    bob_context = participant(chromium_browser, server.base_url)
+    try:
+        ann = ann_context.new_page()
+        sockets = []
+        ann.on("websocket", lambda socket: sockets.append(socket))
+        room_path = create_room(ann, "Blip")
+        join_as_guest(ann, room_path, "Ann")
+        bob = bob_context.new_page()
+        join_as_guest(bob, room_path, "Bob")
+        expect(bob.locator("#presence li")).to_have_count(2)
+        ann_context.set_offline(True)
+        expect(ann.locator("#status")).to_have_attribute("data-state", "offline")
+        ann_context.set_offline(False)
+        expect(ann.locator("#status")).to_have_attribute("data-state", "live")
+        ann.evaluate("window.parleyRoom.stop()")
+        expect(bob.locator("#presence li")).to_have_count(1)
+        assert all(socket.is_closed() for socket in sockets)
+    finally:
+        ann_context.close()
+        bob_context.close()

@@ -108,7 +108,9 @@ export class RoomClient extends EventTarget {
     this.setState(this.attempt === 0 ? "connecting" : "reconnecting", 0);
     const socket = new WebSocket(roomSocketUrl(this.slug, this.lastSeq));
     this.socket = socket;
-    socket.onmessage = (event) => this.onFrame(event.data);
+    socket.onmessage = (event) => {
+      if (this.socket === socket) this.onFrame(event.data);
+    };
     socket.onclose = (event) => {
       if (this.socket !== socket) return;
       this.onClose(event.code);
@@ -117,7 +119,12 @@ export class RoomClient extends EventTarget {
 
   reconnectNow() {
     if (this.stopped || this.state === "live") return;
-    if (this.socket) this.socket.onclose = null;
+    // The old socket may still be open (an offline/online blip need not break it): close it,
+    // or it stays connected (and present) beside the new one.
+    if (this.socket) {
+      this.socket.onclose = null;
+      this.socket.close(1000);
+    }
     this.connect();
   }
 
