@@ -101,15 +101,15 @@ class RoomConsumer(RoomSocket):
             "id": payload["id"], "sent_at": payload["sent_at"],
         })
 
-    async def room_event(self, event: dict) -> None:
-        """Called for each room broadcast: forward it to this client."""
-        await self.send_json(event["event"])
+    async def room_event(self, message: dict) -> None:
+        """Called for each room broadcast: forward it to this client (already JSON)."""
+        await self.send(text_data=message["text"])
 
     async def _broadcast(self, event: dict) -> None:
         # The message is already stored; a layer failure (Redis down) only delays delivery:
         # heartbeats carry the room's seq and clients fetch what they missed.
         try:
-            await self.channel_layer.group_send(self.group, {"type": "room.event", "event": event})
+            await self.channel_layer.group_send(self.group, services.room_event(event))
         except Exception:
             log.warning("room broadcast failed; clients will catch up by seq", exc_info=True)
 

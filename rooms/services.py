@@ -7,6 +7,7 @@ acknowledgement is only ever sent for a stored row. Broadcasting happens after t
 
 from __future__ import annotations
 
+import json
 from dataclasses import dataclass
 
 from django.conf import settings
@@ -21,6 +22,13 @@ from .models import Membership, Message, Room
 def room_group(room_id: int) -> str:
     """The channel-layer group every socket of a room listens on."""
     return f"room.{room_id}"
+
+
+def room_event(event: dict) -> dict:
+    """A channel-layer message that delivers `event` to every socket of a room. The JSON is
+    encoded once here, not once per recipient."""
+    return {"type": "room.event", "text": json.dumps(event, separators=(",", ":"),
+                                                     ensure_ascii=False)}
 
 
 def create_room(name: str, *, private: bool, creator=None) -> Room:

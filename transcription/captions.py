@@ -10,7 +10,7 @@ from channels.db import database_sync_to_async
 from channels.layers import get_channel_layer
 
 from rooms.identity import public_id_for
-from rooms.services import room_group
+from rooms.services import room_event, room_group
 
 from .models import CaptionSegment
 
@@ -37,7 +37,6 @@ async def broadcast_caption(room_id: int, speaker_key: str, speaker_name: str, i
              "item_id": item_id, "previous_item_id": previous_item_id, "text": text,
              "final": final}
     try:
-        await get_channel_layer().group_send(room_group(room_id),
-                                             {"type": "room.event", "event": event})
+        await get_channel_layer().group_send(room_group(room_id), room_event(event))
     except Exception:
         log.warning("caption broadcast failed", exc_info=True)
