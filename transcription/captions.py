@@ -4,7 +4,7 @@
 from __future__ import annotations
 
 import logging
-from datetime import datetime
+from datetime import UTC, datetime, timedelta
 
 from channels.db import database_sync_to_async
 from channels.layers import get_channel_layer
@@ -40,3 +40,48 @@ async def broadcast_caption(room_id: int, speaker_key: str, speaker_name: str, i
         await get_channel_layer().group_send(room_group(room_id), room_event(event))
     except Exception:
         log.warning("caption broadcast failed", exc_info=True)
+
+
+class SpeakerCaptions:
+    """Turns one speaker's transcription events into shared captions and stored segments.
+
+    Fed every engine event in order (any engine: the names are the Realtime API's). Turn times
+    are audio offsets from `opened_at`, so segments follow the speech even when audio arrives
+    faster than real time.
+    """
+
+    def __init__(self, room_id: int, speaker_key: str, speaker_name: str, engine: str):
+        self.room_id, self.speaker_key, self.speaker_name = room_id, speaker_key, speaker_name
+        self.engine = engine
+        self.opened_at = datetime.now(UTC)
+        self.turn_started: dict[str, int] = {}
+        self.turn_stopped: dict[str, int] = {}
+        self.previous_items: dict[str, str | None] = {}
+
+    async def handle(self, event: dict) -> None:
+        kind = event["type"]
+        if kind == "input_audio_buffer.speech_started":
+            self.turn_started[event["item_id"]] = event["audio_start_ms"]
+        elif kind == "input_audio_buffer.speech_stopped":
+            self.turn_stopped[event["item_id"]] = event["audio_end_ms"]
+        elif kind == "input_audio_buffer.committed":
+            self.previous_items[event["item_id"]] = event.get("previous_item_id")
+        elif kind.endswith("input_audio_transcription.delta"):
+            await self._broadcast(event["item_id"], None, event["delta"], final=False)
+        elif kind.endswith("input_audio_transcription.completed"):
+            await self._finish(event["item_id"], event["transcript"])
+
+    async def _finish(self, item: str, text: str) -> None:
+        start_ms = self.turn_started.pop(item, 0)
+        end_ms = max(self.turn_stopped.pop(item, start_ms), start_ms)
+        previous = self.previous_items.pop(item, None)
+        if text:
+            await store_segment(
+                self.room_id, self.speaker_key, self.speaker_name, item, previous, text,
+                self.opened_at + timedelta(milliseconds=start_ms),
+                self.opened_at + timedelta(milliseconds=end_ms), self.engine)
+        await self._broadcast(item, previous, text, final=True)
+
+    async def _broadcast(self, item: str, previous: str | None, text: str, final: bool):
+        await broadcast_caption(self.room_id, self.speaker_key, self.speaker_name, item,
+                                previous, text, final)

@@ -15,7 +15,6 @@ from __future__ import annotations
 import asyncio
 import json
 import secrets
-from datetime import UTC, datetime, timedelta
 from urllib.parse import parse_qs
 
 from channels.db import database_sync_to_async
@@ -98,13 +97,9 @@ class RealtimeConsumer(AsyncWebsocketConsumer):
             return
         self.grant = grant
         self.stream = self.channel_name
-        self.opened_at = datetime.now(UTC)
         self.buffered = 0  # bytes appended since the last commit or clear
-        # Turn times are audio offsets from the session's start (audio_start_ms/_end_ms), so
-        # a segment's times follow the speech even when audio arrives faster than real time.
-        self.turn_started: dict[str, int] = {}
-        self.turn_stopped: dict[str, int] = {}
-        self.previous_items: dict[str, str | None] = {}
+        self.captions = captions.SpeakerCaptions(grant.room_id, grant.speaker_key,
+                                                 grant.speaker_name, CaptionSegment.Engine.OFFLINE)
         # Engine events are relayed by one task, in the order the engine made them.
         self.engine_events: asyncio.Queue[dict] = asyncio.Queue()
         self.relay_task = asyncio.create_task(self._relay_events())
@@ -160,34 +155,9 @@ class RealtimeConsumer(AsyncWebsocketConsumer):
             await self._relay(await self.engine_events.get())
 
     async def _relay(self, event: dict) -> None:
-        kind, grant = event["type"], self.grant
-        await self.send_json(realtime.server_event(kind, **{
+        await self.send_json(realtime.server_event(event["type"], **{
             k: v for k, v in event.items() if k != "type"}))
-        if kind == "input_audio_buffer.speech_started":
-            self.turn_started[event["item_id"]] = event["audio_start_ms"]
-        elif kind == "input_audio_buffer.speech_stopped":
-            self.turn_stopped[event["item_id"]] = event["audio_end_ms"]
-        elif kind.endswith("input_audio_transcription.delta"):
-            await captions.broadcast_caption(grant.room_id, grant.speaker_key,
-                                             grant.speaker_name, event["item_id"], None,
-                                             event["delta"], final=False)
-        elif kind.endswith("input_audio_transcription.completed"):
-            item = event["item_id"]
-            start_ms = self.turn_started.pop(item, 0)
-            end_ms = max(self.turn_stopped.pop(item, start_ms), start_ms)
-            previous = self.previous_items.pop(item, None)
-            text = event["transcript"]
-            if text:
-                await captions.store_segment(
-                    grant.room_id, grant.speaker_key, grant.speaker_name, item, previous, text,
-                    self.opened_at + timedelta(milliseconds=start_ms),
-                    self.opened_at + timedelta(milliseconds=end_ms),
-                    CaptionSegment.Engine.OFFLINE)
-            await captions.broadcast_caption(grant.room_id, grant.speaker_key,
-                                             grant.speaker_name, item, previous, text,
-                                             final=True)
-        elif kind == "input_audio_buffer.committed":
-            self.previous_items[event["item_id"]] = event.get("previous_item_id")
+        await self.captions.handle(event)
 
     async def send_json(self, content: dict) -> None:
         await self.send(text_data=json.dumps(content))
