@@ -27,21 +27,11 @@ from rooms.models import Room
 from . import captions, realtime
 from .keys import KeyGrant, check_key
 from .models import CaptionSegment
-from .offline import OfflineEngine
+from .offline import shared_engine
 
 CLOSE_UNAUTHORIZED = 4401
 API_KEY_PROTOCOL = "openai-insecure-api-key."
 OFFLINE_MODEL = "pocketsphinx-en-us"
-
-_engine: OfflineEngine | None = None
-
-
-def offline_engine() -> OfflineEngine:
-    global _engine
-    if _engine is None:
-        _engine = OfflineEngine()
-    return _engine
-
 
 def presented_key(scope) -> str | None:
     for name, value in scope.get("headers", []):
@@ -103,7 +93,7 @@ class RealtimeConsumer(AsyncWebsocketConsumer):
         # Engine events are relayed by one task, in the order the engine made them.
         self.engine_events: asyncio.Queue[dict] = asyncio.Queue()
         self.relay_task = asyncio.create_task(self._relay_events())
-        self.engine = offline_engine()
+        self.engine = shared_engine()
         self.engine.open(self.stream, self._on_engine_event)
         self.session_id = "sess_" + secrets.token_hex(12)
         await self.send_json(realtime.server_event(

@@ -194,3 +194,14 @@ class OfflineEngine:
         stream, executor = self.streams.pop(speaker)
         await asyncio.get_running_loop().run_in_executor(executor, stream.finish)
         executor.shutdown(wait=False)
+
+
+_shared: OfflineEngine | None = None
+
+
+def shared_engine() -> OfflineEngine:
+    """The process's offline engine (speaker streams are per caller)."""
+    global _shared
+    if _shared is None:
+        _shared = OfflineEngine()
+    return _shared

@@ -62,6 +62,8 @@ class SfuConsumer(RoomSocket):
                                   candidate=message.candidate)
         elif isinstance(message, protocol.Mute):
             await self._to_worker("sfu.mute", audio=message.audio, video=message.video)
+        elif isinstance(message, protocol.Captions):
+            await self._to_worker("sfu.captions", on=message.on)
         else:
             await self._to_worker("sfu.leave")
             self._stop_watching()
@@ -78,6 +80,7 @@ class SfuConsumer(RoomSocket):
                                 "No call server is running; try again shortly.")
         self.worker_id = worker_id
         await self._to_worker("sfu.join", room=self.room_key, name=self.me.name,
+                              speaker=self.participant.key,
                               reply=self.channel_name, ice_servers=ice_servers_for(self.me.id))
         self.watchdog = asyncio.create_task(self._watch_worker(worker_id))
 

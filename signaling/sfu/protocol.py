@@ -47,7 +47,12 @@ class Leave:
     pass
 
 
-SfuMessage = Join | Publish | SubscribeAnswer | Candidate | Mute | Leave
+@dataclass(frozen=True)
+class Captions:
+    on: bool
+
+
+SfuMessage = Join | Publish | SubscribeAnswer | Candidate | Mute | Leave | Captions
 
 
 def parse_sfu_message(data: dict, *, max_sdp_chars: int) -> SfuMessage:
@@ -72,4 +77,9 @@ def parse_sfu_message(data: dict, *, max_sdp_chars: int) -> SfuMessage:
         if not isinstance(audio, bool) or not isinstance(video, bool):
             raise ProtocolError(INVALID_FIELD, "mute needs booleans 'audio' and 'video'.")
         return Mute(audio, video)
+    if kind == "captions":
+        on = data.get("on")
+        if not isinstance(on, bool):
+            raise ProtocolError(INVALID_FIELD, "captions needs a boolean 'on'.")
+        return Captions(on)
     raise ProtocolError(UNKNOWN_TYPE, f"Unknown message type {str(kind)[:40]!r}.")

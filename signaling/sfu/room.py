@@ -91,6 +91,7 @@ class Member:
     subscribe_pc: RTCPeerConnection
     publications: dict[str, Publication] = field(default_factory=dict)  # kind -> publication
     subscriptions: dict[tuple[str, str], Subscription] = field(default_factory=dict)
+    speaker_key: str = ""  # the participant key captions are stored under
     muted: dict[str, bool] = field(default_factory=lambda: {"audio": False, "video": False})
     negotiating: bool = False
     renegotiate: bool = False
@@ -104,13 +105,18 @@ class SfuRoom:
         self.ice_servers = ice_servers
         self.members: dict[str, Member] = {}
         self.closed = False
+        self.captions = None  # CallCaptions while captions are on
+
+    @property
+    def room_id(self) -> int:
+        return int(self.key)
 
     # --- membership ----------------------------------------------------------------------
-    async def join(self, member_id: str, name: str) -> Member:
+    async def join(self, member_id: str, name: str, speaker_key: str = "") -> Member:
         if member_id in self.members:
             await self.leave(member_id)
         member = Member(member_id, name, peer_connection(self.ice_servers),
-                        peer_connection(self.ice_servers))
+                        peer_connection(self.ice_servers), speaker_key=speaker_key)
         member.publish_pc.on("track", lambda track: self._on_published(member, track))
         member.publish_pc.on(
             "connectionstatechange", lambda: self._on_connection_state(member, "publish")
@@ -132,6 +138,8 @@ class SfuRoom:
         member = self.members.pop(member_id, None)
         if member is None:
             return
+        if self.captions is not None:
+            await self.captions.stop(member_id)
         for publication in member.publications.values():
             publication.close()
         changed = []
@@ -150,6 +158,8 @@ class SfuRoom:
     async def close(self) -> None:
         """End the call: close every connection, with no renegotiation on the way."""
         self.closed = True
+        if self.captions is not None:
+            await self.captions.stop_all()
         members, self.members = list(self.members.values()), {}
         for member in members:
             for publication in member.publications.values():
@@ -177,6 +187,8 @@ class SfuRoom:
             old.close()
         publication = Publication(member.id, track.kind, transceiver.receiver, transceiver.mid)
         member.publications[track.kind] = publication
+        if track.kind == "audio" and self.captions is not None:
+            self.captions.start(member.id, member.speaker_key, member.name, publication)
         for other in self.members.values():
             if other is not member:
                 self._subscribe(other, publication)
@@ -227,6 +239,21 @@ class SfuRoom:
         self.members[member_id].muted = {"audio": audio, "video": video}
         await self.broadcast_participants()
 
+    async def set_captions(self, on: bool) -> None:
+        """Start or stop live captions for everyone's audio (decoded only while on)."""
+        from .captions import CallCaptions
+
+        if on and self.captions is None:
+            self.captions = CallCaptions(self.room_id)
+            for member in self.members.values():
+                audio = member.publications.get("audio")
+                if audio is not None:
+                    self.captions.start(member.id, member.speaker_key, member.name, audio)
+        elif not on and self.captions is not None:
+            captions, self.captions = self.captions, None
+            await captions.stop_all()
+        await self.broadcast_participants()
+
     def participants_event(self, viewer: Member) -> dict:
         """Everyone in the call as `viewer` sees them: their tracks by viewer's mids."""
         participants = []
@@ -241,7 +268,8 @@ class SfuRoom:
                 "mids": mids, "publishing": sorted(member.publications), "you":
                 member is viewer,
             })
-        return {"type": "participants", "participants": participants}
+        return {"type": "participants", "participants": participants,
+                "captions": self.captions is not None}
 
     async def broadcast_participants(self) -> None:
         for member in list(self.members.values()):

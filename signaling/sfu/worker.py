@@ -86,7 +86,7 @@ class SfuWorker:
                 room = self.rooms[room_key] = SfuRoom(room_key, self._member_event,
                                                       message.get("ice_servers"))
             self.members[member_id] = (room_key, message["reply"])
-            await room.join(member_id, message["name"])
+            await room.join(member_id, message["name"], message.get("speaker", ""))
             await self._send(message["reply"], {"type": "joined", "worker": self.id})
             return
         if member_id not in self.members:
@@ -100,6 +100,8 @@ class SfuWorker:
             await room.subscribe_answer(member_id, message["sdp"])
         elif kind == "sfu.candidate":
             await self._add_candidate(room, member_id, message["target"], message["candidate"])
+        elif kind == "sfu.captions":
+            await room.set_captions(message["on"])
         elif kind == "sfu.mute":
             await room.set_muted(member_id, message["audio"], message["video"])
         elif kind == "sfu.leave":

@@ -5,11 +5,12 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import fractions
 from collections import defaultdict
 
 from aiortc import AudioStreamTrack, RTCSessionDescription, VideoStreamTrack
 from aiortc.mediastreams import MediaStreamError
-from av import VideoFrame
+from av import AudioFrame, VideoFrame
 
 from signaling.sfu.room import SfuRoom, peer_connection
 
@@ -51,10 +52,11 @@ class Participant:
         self.tasks: list[asyncio.Task] = []
         self.subscribe_pc.on("track", self._on_track)
 
-    async def join(self, camera: VideoStreamTrack | None = None) -> None:
+    async def join(self, camera: VideoStreamTrack | None = None, microphone=None,
+                   speaker_key: str = "") -> None:
         self.tasks.append(asyncio.create_task(self._handle_events()))
-        await self.room.join(self.id, self.name)
-        self.publish_pc.addTrack(AudioStreamTrack())
+        await self.room.join(self.id, self.name, speaker_key)
+        self.publish_pc.addTrack(microphone or AudioStreamTrack())
         self.publish_pc.addTrack(camera or SmallCamera())
         await self.publish_pc.setLocalDescription(await self.publish_pc.createOffer())
         answer = await self.room.publish(self.id, self.publish_pc.localDescription.sdp)
@@ -122,7 +124,26 @@ class Participant:
         await self.subscribe_pc.close()
 
 
-def room_with_router() -> tuple[SfuRoom, dict[str, Participant]]:
+class SpeechMicrophone(AudioStreamTrack):
+    """A microphone playing PCM16 mono 24 kHz in real time, then silence."""
+
+    def __init__(self, pcm24k: bytes):
+        super().__init__()
+        self.pcm = pcm24k
+        self.offset = 0
+
+    async def recv(self):
+        frame = await super().recv()  # aiortc's paced 20 ms of 48 kHz silence
+        chunk = self.pcm[self.offset:self.offset + 960]  # 20 ms at 24 kHz
+        self.offset += 960
+        speech = AudioFrame(format="s16", layout="mono", samples=480)
+        speech.planes[0].update(chunk.ljust(960, b"\0"))
+        speech.sample_rate, speech.pts, speech.time_base = 24000, frame.pts // 2, \
+            fractions.Fraction(1, 24000)
+        return speech
+
+
+def room_with_router(key: str = "test") -> tuple[SfuRoom, dict[str, Participant]]:
     """An SfuRoom whose events reach the test participants registered in the dict."""
     participants: dict[str, Participant] = {}
 
@@ -131,7 +152,7 @@ def room_with_router() -> tuple[SfuRoom, dict[str, Participant]]:
         if participant is not None:
             await participant.deliver(event)
 
-    return SfuRoom("test", send), participants
+    return SfuRoom(key, send), participants
 
 
 

@@ -1,0 +1,82 @@
+"""Live captions in a group call: the worker transcribes each member's incoming audio, so
+browsers upload nothing twice. Audio is decoded only while captions are on (hooks.py's tap
+passes frames to aiortc's decoder only then)."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+
+import av
+
+from transcription.captions import SpeakerCaptions
+from transcription.models import CaptionSegment
+from transcription.offline import shared_engine
+
+from .media import Publication
+
+log = logging.getLogger(__name__)
+ENGINE_RATE = 24000  # what every Parley engine takes: PCM16 mono 24 kHz
+
+
+class CallCaptions:
+    """One task per speaking member: decoded 48 kHz Opus -> 24 kHz mono -> engine -> captions."""
+
+    def __init__(self, room_id: int):
+        self.room_id = room_id
+        self.engine = shared_engine()
+        self.tasks: dict[str, asyncio.Task] = {}
+
+    def start(self, member_id: str, speaker_key: str, speaker_name: str,
+              publication: Publication) -> None:
+        if member_id in self.tasks:
+            return
+        self.tasks[member_id] = asyncio.create_task(
+            self._transcribe(member_id, speaker_key, speaker_name, publication))
+
+    async def stop(self, member_id: str) -> None:
+        task = self.tasks.pop(member_id, None)
+        if task is not None:
+            task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
+
+    async def stop_all(self) -> None:
+        for member_id in list(self.tasks):
+            await self.stop(member_id)
+
+    async def _transcribe(self, member_id: str, speaker_key: str, speaker_name: str,
+                          publication: Publication) -> None:
+        stream = f"sfu:{self.room_id}:{member_id}"
+        sink = SpeakerCaptions(self.room_id, speaker_key, speaker_name,
+                               CaptionSegment.Engine.OFFLINE)
+        events: asyncio.Queue[dict] = asyncio.Queue()
+        relay = asyncio.create_task(_relay(events, sink))
+        self.engine.open(stream, events.put_nowait)
+        resampler = av.AudioResampler(format="s16", layout="mono", rate=ENGINE_RATE)
+        track = publication.decoded()
+        try:
+            while True:
+                frame = await track.recv()
+                pcm = b"".join(bytes(out.planes[0])[: out.samples * 2]
+                               for out in resampler.resample(frame))
+                if pcm:
+                    await self.engine.feed(stream, pcm)
+        except asyncio.CancelledError:
+            raise
+        except Exception:  # the track ended: the member left or stopped publishing
+            log.debug("captions for %s ended", member_id, exc_info=True)
+        finally:
+            publication.stop_decoding()
+            with contextlib.suppress(Exception):
+                await self.engine.close(stream)  # ends an open turn
+            relay.cancel()
+            while not events.empty():  # the last turn's events, delivered by the close
+                with contextlib.suppress(Exception):
+                    await sink.handle(events.get_nowait())
+
+
+async def _relay(events: asyncio.Queue, sink: SpeakerCaptions) -> None:
+    while True:
+        await sink.handle(await events.get())
