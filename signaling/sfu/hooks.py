@@ -16,6 +16,7 @@ tests/test_sfu_hooks.py fails loudly when an aiortc upgrade moves any of this.
 from __future__ import annotations
 
 import asyncio
+import logging
 import queue
 from collections.abc import Callable
 
@@ -25,10 +26,13 @@ from aiortc.rtcrtpparameters import RTCRtpCodecParameters
 from aiortc.rtcrtpreceiver import RTCRtpReceiver
 from aiortc.rtcrtpsender import RTCRtpSender
 
+log = logging.getLogger(__name__)
+
 AIORTC_VERSION = "1.16.0"
 _DECODER_QUEUE = "_RTCRtpReceiver__decoder_queue"
 _JITTER_BUFFER = "_RTCRtpReceiver__jitter_buffer"
 _ACTIVE_SSRC = "_RTCRtpReceiver__active_ssrc"
+_RTX_SSRC = "_RTCRtpReceiver__rtx_ssrc"
 # aiortc's jitter buffers: audio 16 packets, played after 4 (80 ms of 20 ms Opus packets);
 # video 512 packets. Same capacities here, no prefetch.
 AUDIO_JITTER_CAPACITY = 16
@@ -44,7 +48,7 @@ def check_aiortc() -> None:
             f"signaling/sfu/hooks.py targets aiortc {AIORTC_VERSION}, found {aiortc.__version__}"
         )
     probe = RTCRtpReceiver.__init__.__code__.co_names
-    for name in ("_RTCRtpReceiver__decoder_queue", "_RTCRtpReceiver__jitter_buffer"):
+    for name in (_DECODER_QUEUE, _JITTER_BUFFER, _ACTIVE_SSRC, _RTX_SSRC):
         if name not in probe:
             raise RuntimeError(f"aiortc's RTCRtpReceiver no longer sets {name}")
     for name in ("_packets", "_origin", "_is_video", "remove", "_remove_frame"):
@@ -100,7 +104,12 @@ class EncodedFrameTap(queue.Queue):
     def put(self, item, block: bool = True, timeout: float | None = None) -> None:
         if item is not None:
             codec, frame = item
-            self.on_frame(codec, frame)
+            try:
+                self.on_frame(codec, frame)
+            except Exception:
+                # This runs inside aiortc's transport task: an exception escaping here would
+                # close the publisher's whole connection.
+                log.exception("forwarding a frame failed")
             if not self.decode:
                 return
         super().put(item, block, timeout)
@@ -126,11 +135,11 @@ def tap_receiver(
 
 
 def publisher_ssrc(receiver: RTCRtpReceiver) -> int | None:
-    """The SSRC the publisher is sending on now (the most recently active one)."""
-    active = getattr(receiver, _ACTIVE_SSRC)
-    if not active:
-        return None
-    return max(active.items(), key=lambda item: item[1])[0]
+    """The SSRC the publisher is sending media on now (most recently active, not RTX)."""
+    retransmissions = getattr(receiver, _RTX_SSRC)
+    active = [(seen, ssrc) for ssrc, seen in getattr(receiver, _ACTIVE_SSRC).items()
+              if ssrc not in retransmissions]
+    return max(active)[1] if active else None
 
 
 async def send_pli(receiver: RTCRtpReceiver) -> bool:
