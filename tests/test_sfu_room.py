@@ -115,6 +115,42 @@ async def test_audio_is_decoded_only_when_asked():
         await close_all(room, people)
 
 
+async def test_a_publisher_preferring_h264_still_publishes_vp8():
+    """The SFU forwards VP8 only: a publisher that offers H264 first is answered with VP8."""
+    from aiortc import RTCRtpSender
+    from aiortc.sdp import SessionDescription
+
+    room, directory = room_with_router()
+    person = Participant(room, "m0", "H264 fan")
+    directory[person.id] = person
+    original = person.publish_pc.addTrack
+
+    def add_track(track):
+        sender = original(track)
+        if track.kind == "video":
+            transceiver = next(t for t in person.publish_pc.getTransceivers()
+                               if t.sender is sender)
+            codecs = RTCRtpSender.getCapabilities("video").codecs
+            transceiver.setCodecPreferences(
+                sorted(codecs, key=lambda c: c.mimeType != "video/H264"))
+        return sender
+
+    person.publish_pc.addTrack = add_track
+    try:
+        await person.join()
+        offered = SessionDescription.parse(person.publish_pc.localDescription.sdp).media
+        assert [m.rtp.codecs[0].mimeType for m in offered] == ["audio/opus", "video/H264"]
+        other = Participant(room, "m1", "Viewer")
+        directory[other.id] = other
+        await other.join()
+        await other.wait_for(lambda: other.receiving_from("m0", frames=5))
+        assert room.members["m0"].publications["video"].codec == "VP8"
+        await other.close()
+    finally:
+        await person.close()
+        await room.close()
+
+
 def test_the_aiortc_hooks_still_fit():
     """Fails loudly when an aiortc upgrade moves the internals the SFU relies on."""
     hooks.check_aiortc()

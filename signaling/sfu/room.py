@@ -22,6 +22,7 @@ from aiortc import (
     RTCRtpSender,
     RTCSessionDescription,
 )
+from aiortc.sdp import SessionDescription
 
 from . import hooks
 from .media import ForwardedTrack, Publication
@@ -171,9 +172,14 @@ class SfuRoom:
     async def publish(self, member_id: str, offer_sdp: str) -> str:
         member = self.members[member_id]
         pc = member.publish_pc
+        if pc.remoteDescription is None:
+            # aiortc settles a section's codecs while applying the offer, so the receiving
+            # transceivers (restricted to what we forward) must exist before it, one per
+            # audio/video section in the offer's order.
+            for media in SessionDescription.parse(offer_sdp).media:
+                if media.kind in FORWARDED_CODECS:
+                    prefer_forwarded_codecs(pc.addTransceiver(media.kind, direction="recvonly"))
         await pc.setRemoteDescription(RTCSessionDescription(offer_sdp, "offer"))
-        for transceiver in pc.getTransceivers():
-            prefer_forwarded_codecs(transceiver)
         await pc.setLocalDescription(await pc.createAnswer())
         return pc.localDescription.sdp
 
