@@ -45,13 +45,15 @@ import datetime
 import os
 import platform
 import re
+import subprocess
 import sys
 import time
 from dataclasses import dataclass
 from pathlib import Path
 from statistics import median
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
 
 from bench.fanout_common import (  # noqa: E402
     HEADER,
@@ -324,10 +326,17 @@ def main() -> None:
         parser.error(f"unknown layers: {', '.join(sorted(unknown))}")
 
     started = time.monotonic()
+    try:
+        commit = subprocess.run(
+            ["git", "describe", "--always", "--dirty"], cwd=ROOT, capture_output=True,
+            text=True, timeout=10,
+        ).stdout.strip() or "unknown"
+    except (OSError, subprocess.SubprocessError):
+        commit = "unknown"
     database = "PostgreSQL" if os.environ.get("DATABASE_URL", "").startswith("postgres") \
         else "SQLite (WAL)"
-    print(f"chat fan-out, {datetime.datetime.now():%Y-%m-%d %H:%M}, {os.cpu_count()} cores, "
-          f"Python {platform.python_version()}, database {database}")
+    print(f"chat fan-out, {datetime.datetime.now():%Y-%m-%d %H:%M}, commit {commit}, "
+          f"{os.cpu_count()} cores, Python {platform.python_version()}, database {database}")
     print(f"load: {args.senders} senders x {args.rate:g} msg/s each (staggered), all N clients "
           f"in one room receive every message; {args.warmup:g} s warm-up, {args.duration:g} s "
           f"window, {args.grace:g} s grace; min(N, {SESSIONS}) guest sessions shared by the N "
