@@ -9,8 +9,8 @@ migrated database, a new redis-server, P new daphne processes):
 - a fixed subset of --senders clients (clients 0.., alternating between processes, each its own
   session) sends --rate messages/s each, evenly staggered; every client, senders included,
   receives every message, so the load asks for senders x rate x N deliveries/s. The default,
-  10 senders x 0.5 msg/s, is 2500 deliveries/s at N=500: what the best configurations sustain
-  on 2 cores (10 x 1 msg/s, 5000/s, saturates every single-process configuration);
+  10 senders x 0.5 msg/s, is 2500 deliveries/s at N=500: what the Redis layers sustain on 2
+  cores (10 x 1 msg/s, 5000/s, saturates every Parley configuration; --rate 1 shows it);
 - --warmup seconds of sending, then a --duration window that is measured; deliveries of the
   window's messages still count during --grace seconds after the last send, later ones are lost.
 
