@@ -20,6 +20,16 @@ class RoomConsumer(RoomSocket):
 
     heartbeat_task: asyncio.Task | None = None
 
+    async def __call__(self, scope, receive, send) -> None:
+        try:
+            await super().__call__(scope, receive, send)
+        finally:
+            # However the consumer ends (an exception skips `disconnect()`), stop the heartbeat:
+            # a leftover one re-adds this dead channel to the group and refreshes its presence
+            # entry forever, so the participant never leaves the room's presence.
+            if self.heartbeat_task is not None:
+                self.heartbeat_task.cancel()
+
     async def joined(self) -> None:
         """Called once admitted: register, send `hello`, announce a first-tab join."""
         room = self.room

@@ -106,6 +106,9 @@ def test_an_offline_blip_leaves_one_socket(chromium_browser, daphne_factory):
         expect(ann.locator("#status")).to_have_attribute("data-state", "live")
         ann.evaluate("window.parleyRoom.stop()")
         expect(bob.locator("#presence li")).to_have_count(1)
+        for socket in sockets:  # the close event may reach Playwright after the presence
+            if not socket.is_closed():
+                socket.wait_for_event("close", timeout=5000)
         assert all(socket.is_closed() for socket in sockets)
     finally:
         ann_context.close()
