@@ -41,6 +41,7 @@ class OfflineConfig:
     language: str = "en-us"
     vad_window: float = 0.3  # seconds of audio the endpointer looks at
     vad_ratio: float = 0.9  # fraction of that window that must be speech (or silence)
+    lm: str | None = None  # an ARPA model of the expected sentences (OFFLINE_LM); None: general
 
 
 class Resampler:
@@ -73,7 +74,8 @@ class SpeakerStream:
         self.resample = Resampler()
         self.endpointer = Endpointer(window=config.vad_window, ratio=config.vad_ratio,
                                      sample_rate=DECODER_RATE)
-        self.decoder = decoder or Decoder(samprate=DECODER_RATE)
+        options = {"lm": config.lm} if config.lm else {}
+        self.decoder = decoder or Decoder(samprate=DECODER_RATE, **options)
         self.pending = b""
         self.item_id: str | None = None
         self.previous_item_id: str | None = None
