@@ -205,6 +205,32 @@ TURN_SECRET = os.environ.get("TURN_SECRET", "")
 TURN_URLS = env_list("TURN_URLS", "")
 TURN_TTL_SECONDS = int(env_number("TURN_TTL_SECONDS", 6 * 3600))
 
+# Live transcription (docs/transcription.md). With OPENAI_API_KEY set the OpenAI Realtime API
+# transcribes (through the official SDK, at OPENAI_BASE_URL / OPENAI_WS_BASE_URL, which tests
+# point at a stand-in); without it the offline pocketsphinx engine does.
+OPENAI_API_KEY = os.environ.get("OPENAI_API_KEY", "")
+OPENAI_BASE_URL = os.environ.get("OPENAI_BASE_URL", "https://api.openai.com/v1")
+OPENAI_WS_BASE_URL = os.environ.get("OPENAI_WS_BASE_URL", "")  # "": derived from the above
+TRANSCRIPTION = {
+    # "auto": openai when OPENAI_API_KEY is set, else offline.
+    "ENGINE": os.environ.get("TRANSCRIPTION_ENGINE", "auto"),
+    "MODEL": os.environ.get("TRANSCRIPTION_MODEL", "gpt-4o-transcribe"),
+    "LANGUAGE": os.environ.get("TRANSCRIPTION_LANGUAGE", "en"),
+    "PROMPT": os.environ.get("TRANSCRIPTION_PROMPT", ""),
+    # server_vad | semantic_vad | none (manual commits; what streaming models need)
+    "TURN_DETECTION": os.environ.get("TRANSCRIPTION_TURN_DETECTION", "server_vad"),
+    "VAD_THRESHOLD": env_number("TRANSCRIPTION_VAD_THRESHOLD", 0.5),
+    "VAD_PREFIX_MS": int(env_number("TRANSCRIPTION_VAD_PREFIX_MS", 300)),
+    "VAD_SILENCE_MS": int(env_number("TRANSCRIPTION_VAD_SILENCE_MS", 500)),
+    # near_field | far_field | none
+    "NOISE_REDUCTION": os.environ.get("TRANSCRIPTION_NOISE_REDUCTION", "near_field"),
+    # Upstream sessions end at 60 minutes: start a fresh one at a turn boundary before that.
+    "ROTATE_SECONDS": env_number("TRANSCRIPTION_ROTATE_SECONDS", 55 * 60),
+    "OFFLINE_LM": os.environ.get("OFFLINE_LM", ""),
+    # Lifetime of the keys POST /api/transcription-session mints (OpenAI allows 10-7200 s).
+    "KEY_TTL_SECONDS": int(env_number("TRANSCRIPTION_KEY_TTL_SECONDS", 120)),
+}
+
 LOGGING = {
     "version": 1,
     "disable_existing_loggers": False,

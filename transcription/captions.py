@@ -31,11 +31,18 @@ def store_segment(room_id: int, speaker_key: str, speaker_name: str, item_id: st
 
 
 async def broadcast_caption(room_id: int, speaker_key: str, speaker_name: str, item_id: str,
-                            previous_item_id: str | None, text: str, final: bool) -> None:
+                            previous_item_id: str | None, text: str, final: bool,
+                            failed: bool = False) -> None:
     event = {"type": "caption", "speaker": {"id": public_id_for(speaker_key),
                                             "name": speaker_name},
              "item_id": item_id, "previous_item_id": previous_item_id, "text": text,
              "final": final}
+    if failed:
+        event["failed"] = True
+    await broadcast_room(room_id, event)
+
+
+async def broadcast_room(room_id: int, event: dict) -> None:
     try:
         await get_channel_layer().group_send(room_group(room_id), room_event(event))
     except Exception:
@@ -70,6 +77,20 @@ class SpeakerCaptions:
             await self._broadcast(event["item_id"], None, event["delta"], final=False)
         elif kind.endswith("input_audio_transcription.completed"):
             await self._finish(event["item_id"], event["transcript"])
+        elif kind.endswith("input_audio_transcription.failed"):
+            # Listeners drop the turn's partial line; nothing is stored.
+            item = event["item_id"]
+            self.turn_started.pop(item, None)
+            self.turn_stopped.pop(item, None)
+            await self._broadcast(item, self.previous_items.pop(item, None), "", final=True,
+                                  failed=True)
+        elif kind == "error" and (event.get("error") or {}).get("code", "").startswith(
+                "upstream_"):
+            # The engine's own faults (not a client's bad event) concern the whole room.
+            error = event["error"]
+            await broadcast_room(self.room_id, {
+                "type": "caption.error", "speaker": self._speaker(),
+                "code": error["code"], "message": error.get("message", "")})
 
     async def _finish(self, item: str, text: str) -> None:
         start_ms = self.turn_started.pop(item, 0)
@@ -82,6 +103,10 @@ class SpeakerCaptions:
                 self.opened_at + timedelta(milliseconds=end_ms), self.engine)
         await self._broadcast(item, previous, text, final=True)
 
-    async def _broadcast(self, item: str, previous: str | None, text: str, final: bool):
+    async def _broadcast(self, item: str, previous: str | None, text: str, final: bool,
+                         failed: bool = False):
         await broadcast_caption(self.room_id, self.speaker_key, self.speaker_name, item,
-                                previous, text, final)
+                                previous, text, final, failed)
+
+    def _speaker(self) -> dict:
+        return {"id": public_id_for(self.speaker_key), "name": self.speaker_name}

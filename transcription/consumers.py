@@ -6,15 +6,16 @@ the API's: `Authorization: Bearer <key>` or the subprotocols `realtime` +
 `openai-insecure-api-key.<key>`, with a key from `POST /api/transcription-session`; or, for the
 room's own page, its session cookie and `?room=<slug>` (then the Origin must be ours).
 
-Behind it: the offline engine (OpenAI's engine is the open issue's next part). Transcripts
-become the room's shared captions; final ones are stored.
+Behind it, the configured engine (engines.py): OpenAI Realtime through the official SDK, or
+the offline engine. Transcripts become the room's shared captions; final ones are stored.
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
-import secrets
+import logging
 from urllib.parse import parse_qs
 
 from channels.db import database_sync_to_async
@@ -24,14 +25,15 @@ from channels.security.websocket import AllowedHostsOriginValidator
 from rooms.identity import participant_for
 from rooms.models import Room
 
-from . import captions, realtime
+from . import captions, engines, realtime
+from .engines import TranscriptionStream
 from .keys import KeyGrant, check_key
-from .models import CaptionSegment
-from .offline import shared_engine
+
+log = logging.getLogger(__name__)
 
 CLOSE_UNAUTHORIZED = 4401
+CLOSE_UPSTREAM_FAILED = 4502  # after an `error` naming the cause (key refused, quota, gone)
 API_KEY_PROTOCOL = "openai-insecure-api-key."
-OFFLINE_MODEL = "pocketsphinx-en-us"
 
 def presented_key(scope) -> str | None:
     for name, value in scope.get("headers", []):
@@ -68,6 +70,7 @@ def _origin_allowed(scope) -> bool:
 
 class RealtimeConsumer(AsyncWebsocketConsumer):
     grant: KeyGrant | None = None
+    stream: TranscriptionStream | None = None
 
     async def connect(self) -> None:
         key = presented_key(self.scope)
@@ -86,39 +89,47 @@ class RealtimeConsumer(AsyncWebsocketConsumer):
             await self.close(code=CLOSE_UNAUTHORIZED)
             return
         self.grant = grant
-        self.stream = self.channel_name
         self.buffered = 0  # bytes appended since the last commit or clear
-        self.captions = captions.SpeakerCaptions(grant.room_id, grant.speaker_key,
-                                                 grant.speaker_name, CaptionSegment.Engine.OFFLINE)
         # Engine events are relayed by one task, in the order the engine made them.
         self.engine_events: asyncio.Queue[dict] = asyncio.Queue()
+        self.stream = engines.open_stream(self.engine_events.put_nowait)
+        self.captions = captions.SpeakerCaptions(grant.room_id, grant.speaker_key,
+                                                 grant.speaker_name, self.stream.engine)
         self.relay_task = asyncio.create_task(self._relay_events())
-        self.engine = shared_engine()
-        self.engine.open(self.stream, self._on_engine_event)
-        self.session_id = "sess_" + secrets.token_hex(12)
-        await self.send_json(realtime.server_event(
-            "session.created", session=realtime.session_description(self.session_id,
-                                                                     OFFLINE_MODEL)))
+        try:
+            await self.stream.start()
+        except engines.EngineFailed:
+            self.stream = None  # the relay reports the failure and closes the socket
 
     async def disconnect(self, code: int) -> None:
-        if self.grant is not None:
-            if self.stream in self.engine.streams:
-                await self.engine.close(self.stream)
-            self.relay_task.cancel()
+        if self.grant is None:
+            return
+        if self.stream is not None:
+            # Closing ends an open turn; its transcript is still stored and shared.
+            await self.stream.close()
+        self.engine_events.put_nowait({"type": "parley.closed"})
+        with contextlib.suppress(asyncio.CancelledError):
+            await self.relay_task
 
     async def receive(self, text_data: str | None = None, bytes_data: bytes | None = None):
-        if self.grant is None:
+        if self.stream is None:
             return
         try:
             event = realtime.parse_client_event(text_data, bytes_data)
         except realtime.RealtimeError as error:
             await self.send_json(error.event())
             return
+        try:
+            await self._apply(event)
+        except engines.EngineFailed:
+            pass  # reported by the relay, which closes the socket
+
+    async def _apply(self, event: realtime.ClientEvent) -> None:
         if isinstance(event, realtime.Append):
             self.buffered += len(event.audio)
-            # Awaiting the decoder is the backpressure: a client sending faster than real time
-            # waits here, and the socket's receive buffer fills instead of our memory.
-            await self.engine.feed(self.stream, event.audio)
+            # Awaiting the engine is the backpressure: a client sending faster than it takes
+            # audio waits here, and the socket's receive buffer fills instead of our memory.
+            await self.stream.feed(event.audio)
         elif isinstance(event, realtime.Commit):
             if self.buffered < realtime.MIN_COMMIT_BYTES:
                 await self.send_json(realtime.RealtimeError(
@@ -126,28 +137,31 @@ class RealtimeConsumer(AsyncWebsocketConsumer):
                     "Commit needs at least 100 ms of audio since the last commit.").event())
                 return
             self.buffered = 0
-            await self.engine.commit(self.stream)
+            await self.stream.commit()
         elif isinstance(event, realtime.Clear):
             self.buffered = 0
-            await self.engine.clear(self.stream)
-            await self.send_json(realtime.server_event("input_audio_buffer.cleared"))
+            await self.stream.clear()
         else:
-            await self.send_json(realtime.server_event(
-                "session.updated", session=realtime.session_description(self.session_id,
-                                                                        OFFLINE_MODEL)))
-
-    def _on_engine_event(self, event: dict) -> None:
-        """Called on the event loop for each engine event, in order."""
-        self.engine_events.put_nowait(event)
+            await self.stream.update(event.session)
 
     async def _relay_events(self) -> None:
         while True:
-            await self._relay(await self.engine_events.get())
-
-    async def _relay(self, event: dict) -> None:
-        await self.send_json(realtime.server_event(event["type"], **{
-            k: v for k, v in event.items() if k != "type"}))
-        await self.captions.handle(event)
+            event = await self.engine_events.get()
+            kind = event["type"]
+            if kind == "parley.closed":
+                return
+            if kind == "parley.stream_failed":
+                await self.close(code=CLOSE_UPSTREAM_FAILED)
+                continue
+            if "event_id" not in event:
+                event = realtime.server_event(kind, **{
+                    k: v for k, v in event.items() if k != "type"})
+            with contextlib.suppress(Exception):  # the client may be gone; captions go on
+                await self.send_json(event)
+            try:
+                await self.captions.handle(event)
+            except Exception:
+                log.exception("caption handling failed")
 
     async def send_json(self, content: dict) -> None:
         await self.send(text_data=json.dumps(content))

@@ -205,5 +205,7 @@ def shared_engine() -> OfflineEngine:
     """The process's offline engine (speaker streams are per caller)."""
     global _shared
     if _shared is None:
-        _shared = OfflineEngine()
+        from django.conf import settings
+
+        _shared = OfflineEngine(OfflineConfig(lm=settings.TRANSCRIPTION["OFFLINE_LM"] or None))
     return _shared

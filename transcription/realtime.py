@@ -126,15 +126,3 @@ def check_session(session: dict, event_id: str | None) -> None:
         raise RealtimeError("unsupported_audio_format",
                             "Input audio must be audio/pcm at 24000 Hz (PCM16 mono).",
                             param="session.audio.input.format", event_id=event_id)
-
-
-def session_description(session_id: str, model: str) -> dict:
-    return {
-        "id": session_id, "object": "realtime.transcription_session", "type": "transcription",
-        "audio": {"input": {
-            "format": {"type": "audio/pcm", "rate": INPUT_RATE},
-            "transcription": {"model": model, "language": "en"},
-            "turn_detection": {"type": "server_vad"},
-            "noise_reduction": None,
-        }},
-    }

@@ -10,9 +10,8 @@ import logging
 
 import av
 
+from transcription import engines
 from transcription.captions import SpeakerCaptions
-from transcription.models import CaptionSegment
-from transcription.offline import shared_engine
 
 from .media import Publication
 
@@ -25,7 +24,6 @@ class CallCaptions:
 
     def __init__(self, room_id: int):
         self.room_id = room_id
-        self.engine = shared_engine()
         self.tasks: dict[str, asyncio.Task] = {}
 
     def start(self, member_id: str, speaker_key: str, speaker_name: str,
@@ -48,29 +46,30 @@ class CallCaptions:
 
     async def _transcribe(self, member_id: str, speaker_key: str, speaker_name: str,
                           publication: Publication) -> None:
-        stream = f"sfu:{self.room_id}:{member_id}"
-        sink = SpeakerCaptions(self.room_id, speaker_key, speaker_name,
-                               CaptionSegment.Engine.OFFLINE)
         events: asyncio.Queue[dict] = asyncio.Queue()
+        stream = engines.open_stream(events.put_nowait)
+        sink = SpeakerCaptions(self.room_id, speaker_key, speaker_name, stream.engine)
         relay = asyncio.create_task(_relay(events, sink))
-        self.engine.open(stream, events.put_nowait)
         resampler = av.AudioResampler(format="s16", layout="mono", rate=ENGINE_RATE)
         track = publication.decoded()
         try:
+            await stream.start()
             while True:
                 frame = await track.recv()
                 pcm = b"".join(bytes(out.planes[0])[: out.samples * 2]
                                for out in resampler.resample(frame))
                 if pcm:
-                    await self.engine.feed(stream, pcm)
+                    await stream.feed(pcm)
         except asyncio.CancelledError:
             raise
+        except engines.EngineFailed as failure:  # reported to the room as a caption error
+            log.warning("captions for %s stopped: %s", member_id, failure)
         except Exception:  # the track ended: the member left or stopped publishing
             log.debug("captions for %s ended", member_id, exc_info=True)
         finally:
             publication.stop_decoding()
             with contextlib.suppress(Exception):
-                await self.engine.close(stream)  # ends an open turn
+                await stream.close()  # ends an open turn
             relay.cancel()
             while not events.empty():  # the last turn's events, delivered by the close
                 with contextlib.suppress(Exception):
@@ -79,4 +78,5 @@ class CallCaptions:
 
 async def _relay(events: asyncio.Queue, sink: SpeakerCaptions) -> None:
     while True:
-        await sink.handle(await events.get())
+        with contextlib.suppress(Exception):
+            await sink.handle(await events.get())

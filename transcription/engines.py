@@ -1,0 +1,149 @@
+"""One interface, two engines: every transcription stream (the proxy socket, a group call's
+speaker) takes PCM16 mono 24 kHz and emits the Realtime API's server events, whichever engine
+is behind it.
+
+`open_stream()` picks the engine from settings: OpenAI Realtime when `OPENAI_API_KEY` is set
+(or TRANSCRIPTION_ENGINE=openai), the offline pocketsphinx engine otherwise.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Protocol
+
+from django.conf import settings
+
+from .models import CaptionSegment
+from .offline import OfflineConfig, new_item_id, shared_engine  # noqa: F401 (re-exported)
+
+EventSink = Callable[[dict], None]
+
+# Parley's own error codes, sent as the Realtime API's `error` events (docs/transcription.md).
+UPSTREAM_AUTH_FAILED = "upstream_auth_failed"  # the server's OpenAI key was refused
+UPSTREAM_QUOTA = "upstream_quota_exceeded"  # OpenAI quota or rate limit
+UPSTREAM_UNAVAILABLE = "upstream_unavailable"  # OpenAI cannot be reached; Parley gave up
+UPSTREAM_LOST = "upstream_connection_lost"  # dropped; Parley reconnects, audio meanwhile lost
+
+
+class EngineFailed(Exception):
+    """The stream cannot go on (its `error` event has been emitted)."""
+
+    def __init__(self, code: str, message: str):
+        super().__init__(message)
+        self.code = code
+
+
+class TranscriptionStream(Protocol):
+    engine: str  # a CaptionSegment.Engine value, stored with each segment
+    model: str
+
+    async def start(self) -> None:
+        """Connect; emits `session.created`. Raises EngineFailed."""
+
+    async def feed(self, pcm24k: bytes) -> None:
+        """Audio in; returns when the engine took it (the backpressure for fast senders)."""
+
+    async def commit(self) -> None: ...
+
+    async def clear(self) -> None: ...
+
+    async def update(self, session: dict) -> None:
+        """Apply a validated `session.update`; emits `session.updated` (or `error`)."""
+
+    async def close(self) -> None:
+        """End the stream; an open turn is finished and its events still emitted."""
+
+
+def engine_name() -> str:
+    choice = settings.TRANSCRIPTION["ENGINE"]
+    if choice == "auto":
+        return "openai" if settings.OPENAI_API_KEY else "offline"
+    if choice not in ("openai", "offline"):
+        raise ValueError(f"TRANSCRIPTION_ENGINE must be auto, openai or offline, not {choice!r}")
+    return choice
+
+
+def open_stream(on_event: EventSink, name: str | None = None) -> TranscriptionStream:
+    """A new, not yet started stream on the configured engine."""
+    if (name or engine_name()) == "openai":
+        from .openai_engine import OpenAIStream
+
+        return OpenAIStream(on_event)
+    return OfflineStream(on_event)
+
+
+class OfflineStream:
+    """The offline engine behind the stream interface: one warm decoder thread per stream."""
+
+    engine = CaptionSegment.Engine.OFFLINE
+    model = "pocketsphinx-en-us"
+
+    _ids = iter(range(1, 1 << 62))
+
+    def __init__(self, on_event: EventSink):
+        self.on_event = on_event
+        self.key = f"offline-{next(self._ids)}"
+        self.offline = shared_engine()
+        self.session_id = "sess_" + new_item_id().removeprefix("item_")
+
+    async def start(self) -> None:
+        self.offline.open(self.key, self.on_event)
+        self.on_event({"type": "session.created", "session": self.describe()})
+
+    async def feed(self, pcm24k: bytes) -> None:
+        await self.offline.feed(self.key, pcm24k)
+
+    async def commit(self) -> None:
+        await self.offline.commit(self.key)
+
+    async def clear(self) -> None:
+        await self.offline.clear(self.key)
+        self.on_event({"type": "input_audio_buffer.cleared"})
+
+    async def update(self, session: dict) -> None:
+        # The offline engine has one model and always detects turns itself; the update is
+        # acknowledged with what is in force, as the API does.
+        self.on_event({"type": "session.updated", "session": self.describe()})
+
+    async def close(self) -> None:
+        if self.key in self.offline.streams:
+            await self.offline.close(self.key)
+
+    def describe(self) -> dict:
+        return session_description(self.session_id, self.model)
+
+
+def session_description(session_id: str, model: str) -> dict:
+    config = settings.TRANSCRIPTION
+    return {
+        "id": session_id, "object": "realtime.transcription_session", "type": "transcription",
+        "audio": {"input": {
+            "format": {"type": "audio/pcm", "rate": 24000},
+            "transcription": {"model": model, "language": config["LANGUAGE"] or None},
+            "turn_detection": {"type": "server_vad"},
+            "noise_reduction": None,
+        }},
+    }
+
+
+def upstream_session_config() -> dict:
+    """The transcription session Parley asks OpenAI for, from settings."""
+    config = settings.TRANSCRIPTION
+    transcription = {"model": config["MODEL"]}
+    if config["LANGUAGE"]:
+        transcription["language"] = config["LANGUAGE"]
+    if config["PROMPT"]:
+        transcription["prompt"] = config["PROMPT"]
+    kind = config["TURN_DETECTION"]
+    turn_detection = None if kind in ("none", "") else (
+        {"type": "semantic_vad"} if kind == "semantic_vad" else {
+            "type": "server_vad", "threshold": config["VAD_THRESHOLD"],
+            "prefix_padding_ms": config["VAD_PREFIX_MS"],
+            "silence_duration_ms": config["VAD_SILENCE_MS"]})
+    noise = config["NOISE_REDUCTION"]
+    return {"type": "transcription", "audio": {"input": {
+        "format": {"type": "audio/pcm", "rate": 24000},
+        "transcription": transcription,
+        "turn_detection": turn_detection,
+        "noise_reduction": None if noise in ("none", "") else {"type": noise},
+    }}}
