@@ -22,7 +22,7 @@ async def test_two_sentences_make_two_ordered_turns():
     pcm = speech_pcm24k(["hello everyone and welcome", "the meeting starts now"])
     engine = OfflineEngine()
     events: list[dict] = []
-    engine.open("ann", events.append)
+    await engine.open("ann", events.append)
     for start in range(0, len(pcm), CHUNK):
         await engine.feed("ann", pcm[start:start + CHUNK])
     await engine.close("ann")

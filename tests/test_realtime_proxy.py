@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import base64
 import json
+import re
 
 import pytest
 from channels.db import database_sync_to_async
@@ -46,6 +47,8 @@ def test_key_minting_rules():
                         json.dumps({"room": room.slug, "mode": "proxy"}),
                         content_type="application/json").json()
     assert reply["value"].startswith("ek_") and reply["expires_at"] > 0
+    # A key travels as a WebSocket subprotocol, so it must be an HTTP token.
+    assert re.fullmatch(r"[!#$%&'*+\-.^_`|~0-9A-Za-z]+", reply["value"])
     assert reply["websocket_url"].endswith("/v1/realtime?intent=transcription")
     grant = keys.check_key(reply["value"])
     assert grant.room_id == room.pk and grant.speaker_name == "Ann"
@@ -55,10 +58,11 @@ def test_key_minting_rules():
     assert client.post("/api/transcription-session", {"room": room.slug}).status_code == 429
 
 
-def test_keys_expire(monkeypatch):
+def test_keys_expire(settings):
     room = services.create_room("Talk", private=False)
     value, _ = keys.mint_key(keys.KeyGrant(room.pk, "g:x", "X"))
-    monkeypatch.setattr(keys, "KEY_TTL_SECONDS", -1)
+    assert keys.check_key(value) is not None
+    settings.TRANSCRIPTION = {**settings.TRANSCRIPTION, "KEY_TTL_SECONDS": -1}
     assert keys.check_key(value) is None
 
 

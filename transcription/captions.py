@@ -64,15 +64,21 @@ class SpeakerCaptions:
         self.turn_started: dict[str, int] = {}
         self.turn_stopped: dict[str, int] = {}
         self.previous_items: dict[str, str | None] = {}
+        self.announced: set[str] = set()
+        self.committed_at: dict[str, datetime] = {}
+        self.last_end = self.opened_at
 
     async def handle(self, event: dict) -> None:
         kind = event["type"]
         if kind == "input_audio_buffer.speech_started":
             self.turn_started[event["item_id"]] = event["audio_start_ms"]
+            await self._open_turn(event["item_id"])
         elif kind == "input_audio_buffer.speech_stopped":
             self.turn_stopped[event["item_id"]] = event["audio_end_ms"]
         elif kind == "input_audio_buffer.committed":
             self.previous_items[event["item_id"]] = event.get("previous_item_id")
+            self.committed_at[event["item_id"]] = datetime.now(UTC)
+            await self._open_turn(event["item_id"])
         elif kind.endswith("input_audio_transcription.delta"):
             await self._broadcast(event["item_id"], None, event["delta"], final=False)
         elif kind.endswith("input_audio_transcription.completed"):
@@ -80,6 +86,7 @@ class SpeakerCaptions:
         elif kind.endswith("input_audio_transcription.failed"):
             # Listeners drop the turn's partial line; nothing is stored.
             item = event["item_id"]
+            self.announced.discard(item)
             self.turn_started.pop(item, None)
             self.turn_stopped.pop(item, None)
             await self._broadcast(item, self.previous_items.pop(item, None), "", final=True,
@@ -92,15 +99,28 @@ class SpeakerCaptions:
                 "type": "caption.error", "speaker": self._speaker(),
                 "code": error["code"], "message": error.get("message", "")})
 
+    async def _open_turn(self, item: str) -> None:
+        """An empty partial: listeners show the speaker as speaking, and know the turn is open
+        (a later turn completing first waits for it; see static/parley/captions.js)."""
+        if item not in self.announced:
+            self.announced.add(item)
+            await self._broadcast(item, None, "", final=False)
+
     async def _finish(self, item: str, text: str) -> None:
-        start_ms = self.turn_started.pop(item, 0)
-        end_ms = max(self.turn_stopped.pop(item, start_ms), start_ms)
+        self.announced.discard(item)
         previous = self.previous_items.pop(item, None)
+        committed_at = self.committed_at.pop(item, None) or datetime.now(UTC)
+        if item in self.turn_started:  # the engine detected the turn: audio times
+            start_ms = self.turn_started.pop(item)
+            end_ms = max(self.turn_stopped.pop(item, start_ms), start_ms)
+            started_at = self.opened_at + timedelta(milliseconds=start_ms)
+            ended_at = self.opened_at + timedelta(milliseconds=end_ms)
+        else:  # a manual commit: from the previous turn's end to the commit
+            started_at, ended_at = min(self.last_end, committed_at), committed_at
+        self.last_end = max(self.last_end, ended_at)
         if text:
-            await store_segment(
-                self.room_id, self.speaker_key, self.speaker_name, item, previous, text,
-                self.opened_at + timedelta(milliseconds=start_ms),
-                self.opened_at + timedelta(milliseconds=end_ms), self.engine)
+            await store_segment(self.room_id, self.speaker_key, self.speaker_name, item,
+                                previous, text, started_at, ended_at, self.engine)
         await self._broadcast(item, previous, text, final=True)
 
     async def _broadcast(self, item: str, previous: str | None, text: str, final: bool,

@@ -2,7 +2,9 @@
 `POST /api/transcription-session`, accepted by the Realtime-compatible socket.
 
 Stateless: the key is the member's identity signed with SECRET_KEY and a timestamp, so any
-server process can check it; it is useless after KEY_TTL_SECONDS or in another room.
+server process can check it; it is useless in another room and after
+TRANSCRIPTION_KEY_TTL_SECONDS (default 120 s: enough to open the socket, which may then run
+for an hour).
 """
 
 from __future__ import annotations
@@ -10,11 +12,14 @@ from __future__ import annotations
 import time
 from dataclasses import dataclass
 
+from django.conf import settings
 from django.core import signing
 
 KEY_PREFIX = "ek_parley_"
-KEY_TTL_SECONDS = 120  # long enough to open the socket; the socket may then run for an hour
 _SALT = "parley.transcription.key"
+# Keys travel as a WebSocket subprotocol, which must be an HTTP token: no ':' (the signer's
+# default separator).
+_SEPARATOR = "."
 
 
 @dataclass(frozen=True)
@@ -24,11 +29,15 @@ class KeyGrant:
     speaker_name: str
 
 
+def key_ttl() -> int:
+    return settings.TRANSCRIPTION["KEY_TTL_SECONDS"]
+
+
 def mint_key(grant: KeyGrant) -> tuple[str, int]:
     """A key for `grant` and its expiry (Unix seconds)."""
     payload = {"r": grant.room_id, "k": grant.speaker_key, "n": grant.speaker_name}
-    value = signing.TimestampSigner(salt=_SALT).sign_object(payload, compress=True)
-    return KEY_PREFIX + value, int(time.time()) + KEY_TTL_SECONDS
+    value = signing.TimestampSigner(salt=_SALT, sep=_SEPARATOR).sign_object(payload, compress=True)
+    return KEY_PREFIX + value, int(time.time()) + key_ttl()
 
 
 def check_key(value: str) -> KeyGrant | None:
@@ -36,8 +45,8 @@ def check_key(value: str) -> KeyGrant | None:
     if not value.startswith(KEY_PREFIX):
         return None
     try:
-        payload = signing.TimestampSigner(salt=_SALT).unsign_object(
-            value.removeprefix(KEY_PREFIX), max_age=KEY_TTL_SECONDS)
+        payload = signing.TimestampSigner(salt=_SALT, sep=_SEPARATOR).unsign_object(
+            value.removeprefix(KEY_PREFIX), max_age=key_ttl())
     except signing.BadSignature:  # includes SignatureExpired
         return None
     return KeyGrant(payload["r"], payload["k"], payload["n"])

@@ -13,11 +13,15 @@ load, per ../shared/notes/transcription-facts.md); events come back to the event
 from __future__ import annotations
 
 import asyncio
+import functools
 import itertools
+import os
 import secrets
+import tempfile
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
+from pathlib import Path
 
 import av
 
@@ -42,6 +46,22 @@ class OfflineConfig:
     vad_window: float = 0.3  # seconds of audio the endpointer looks at
     vad_ratio: float = 0.9  # fraction of that window that must be speech (or silence)
     lm: str | None = None  # an ARPA model of the expected sentences (OFFLINE_LM); None: general
+    dictionary: str | None = None  # pronunciations; None: the LM's words from the full one
+
+
+@functools.cache
+def dictionary_for(lm_path: str) -> Path:
+    """The default dictionary cut down to the words of an ARPA model (once per process)."""
+    from pocketsphinx import get_model_path
+
+    words = set(Path(lm_path).read_text().split())
+    full = Path(get_model_path(), "en-us", "cmudict-en-us.dict")
+    with full.open() as entries:
+        kept = [line for line in entries if line.split(" ", 1)[0].split("(")[0] in words]
+    handle, name = tempfile.mkstemp(prefix="parley-", suffix=".dict")
+    with os.fdopen(handle, "w") as out:
+        out.writelines(kept)
+    return Path(name)
 
 
 class Resampler:
@@ -74,7 +94,12 @@ class SpeakerStream:
         self.resample = Resampler()
         self.endpointer = Endpointer(window=config.vad_window, ratio=config.vad_ratio,
                                      sample_rate=DECODER_RATE)
-        options = {"lm": config.lm} if config.lm else {}
+        options = {}
+        if config.lm:
+            # Loading the full 134k-word dictionary with a small LM takes seconds; its words'
+            # pronunciations alone load in milliseconds.
+            options = {"lm": config.lm,
+                       "dict": config.dictionary or str(dictionary_for(config.lm))}
         self.decoder = decoder or Decoder(samprate=DECODER_RATE, **options)
         self.pending = b""
         self.item_id: str | None = None
@@ -168,7 +193,8 @@ class OfflineEngine:
         self.config = config or OfflineConfig()
         self.streams: dict[str, tuple[SpeakerStream, ThreadPoolExecutor]] = {}
 
-    def open(self, speaker: str, on_event: Callable[[Event], None]) -> None:
+    async def open(self, speaker: str, on_event: Callable[[Event], None]) -> None:
+        """A warm decoder for `speaker`, loaded on its own thread (not on the event loop)."""
         loop = asyncio.get_running_loop()
 
         def emit(event: Event) -> None:
@@ -176,7 +202,7 @@ class OfflineEngine:
 
         executor = ThreadPoolExecutor(
             max_workers=1, thread_name_prefix=f"stt-{next(self._thread_names)}")
-        stream = executor.submit(SpeakerStream, emit, self.config).result()
+        stream = await loop.run_in_executor(executor, SpeakerStream, emit, self.config)
         self.streams[speaker] = (stream, executor)
 
     async def feed(self, speaker: str, pcm24k: bytes) -> None:

@@ -3,6 +3,8 @@ from django.urls import path
 from . import views
 
 urlpatterns = [
+    path("rooms/<slug:slug>/transcript.json", views.recent_transcript, name="recent_transcript"),
+    path("rooms/<slug:slug>/captions/", views.captions_page, name="captions"),
     path("rooms/<slug:slug>/transcript.<str:extension>", views.transcript, name="transcript"),
     path("api/transcription-session", views.transcription_session,
          name="transcription_session"),

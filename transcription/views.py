@@ -5,15 +5,17 @@ from __future__ import annotations
 
 import json
 import time
+from datetime import UTC
 
 from django.http import Http404, HttpRequest, HttpResponse, JsonResponse
-from django.shortcuts import get_object_or_404
+from django.shortcuts import get_object_or_404, render
 from django.views.decorators.http import require_GET, require_POST
 
-from rooms.identity import participant_for
+from rooms.identity import participant_for, public_id_for
 from rooms.models import Room
 from rooms.views import enter_room
 
+from . import engines
 from .formats import FORMATS
 from .keys import KeyGrant, mint_key
 from .models import CaptionSegment
@@ -35,6 +37,44 @@ def transcript(request: HttpRequest, slug: str, extension: str):
     response = HttpResponse(render(segments), content_type=content_type)
     response["Content-Disposition"] = f'attachment; filename="{room.slug}-transcript.{extension}"'
     return response
+
+
+RECENT_SEGMENTS = 200
+
+
+@require_GET
+def recent_transcript(request: HttpRequest, slug: str):
+    """The room's last RECENT_SEGMENTS final captions as JSON, oldest first: what a late
+    joiner's caption panel starts with. Members only."""
+    room, _participant, refusal = enter_room(request, slug)
+    if refusal is not None:
+        return JsonResponse({"error": {"code": "forbidden"}}, status=403)
+    newest = CaptionSegment.objects.filter(room=room).order_by("-started_at", "-id")
+    segments = reversed(list(newest[:RECENT_SEGMENTS]))
+    return JsonResponse({"segments": [caption_json(segment) for segment in segments]})
+
+
+def caption_json(segment: CaptionSegment) -> dict:
+    return {
+        "item_id": segment.item_id, "previous_item_id": segment.previous_item_id or None,
+        "speaker": {"id": public_id_for(segment.speaker_key), "name": segment.speaker_name},
+        "text": segment.text, "engine": segment.engine,
+        "started_at": _utc(segment.started_at), "ended_at": _utc(segment.ended_at),
+    }
+
+
+def _utc(moment) -> str:
+    return moment.astimezone(UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
+
+
+@require_GET
+def captions_page(request: HttpRequest, slug: str):
+    """Live captions for everyone in the room, and this member's own microphone as a source."""
+    room, participant, refusal = enter_room(request, slug)
+    if refusal is not None:
+        return refusal
+    return render(request, "transcription/captions.html", {
+        "room": room, "participant": participant, "engine": engines.engine_name()})
 
 
 @require_POST

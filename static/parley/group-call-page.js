@@ -4,6 +4,8 @@
 // before every rejoin. Remote tracks are tied to people by transceiver mid, from the
 // server's `participants` message.
 import { sfuSocket } from "./sfu-protocol.js";
+import { RoomClient } from "./rooms-protocol.js";
+import { CaptionBoard } from "./captions.js";
 
 const root = document.getElementById("group-call");
 const statusEl = document.getElementById("call-status");
@@ -12,6 +14,7 @@ const joinButton = document.getElementById("join");
 const leaveButton = document.getElementById("leave");
 const muteButton = document.getElementById("mute");
 const cameraButton = document.getElementById("camera");
+const captionsButton = document.getElementById("captions-toggle");
 let iceServers = JSON.parse(document.getElementById("ice-servers").textContent);
 
 // Level above which a participant counts as speaking (getStats audioLevel, 0..1).
@@ -26,6 +29,7 @@ const call = {
   tracksByMid: new Map(),
   participants: [],
   muted: { audio: false, video: false },
+  captions: false,
 };
 window.parleyGroup = call; // for debugging and browser tests
 
@@ -59,6 +63,7 @@ async function onEvent(event) {
       return answerSubscribeOffer(event.sdp);
     case "participants":
       call.participants = event.participants;
+      showCaptionsState(Boolean(event.captions));
       render();
       return;
     case "worker-lost":
@@ -214,6 +219,19 @@ leaveButton.addEventListener("click", () => {
   leaveButton.hidden = true;
   joinButton.hidden = false;
 });
+// Captions are the call's, not one person's: the worker transcribes everyone's audio while
+// they are on, and they reach every page of the room (this one through its room socket).
+function showCaptionsState(on) {
+  call.captions = on;
+  captionsButton.textContent = on ? "Captions off" : "Captions on";
+  captionsButton.setAttribute("aria-pressed", String(on));
+}
+captionsButton.addEventListener("click", () => client.send({ type: "captions", on: !call.captions }));
+const board = new CaptionBoard(document.getElementById("captions"), root.dataset.slug);
+const roomClient = new RoomClient(root.dataset.slug);
+roomClient.addEventListener("caption", ({ detail }) => board.onCaption(detail.caption));
+roomClient.addEventListener("caption-error", ({ detail }) => board.onError(detail.error));
+
 joinButton.addEventListener("click", () => {
   call.wantJoined = true;
   join();
@@ -228,6 +246,8 @@ async function main() {
     return;
   }
   client.start();
+  board.loadRecent();
+  roomClient.start();
   setInterval(() => markSpeakers().catch(() => {}), 400);
 }
 

@@ -1,5 +1,6 @@
 // The room page: renders a RoomClient's chat, presence and connection status.
 import { RoomClient, MAX_TEXT_CHARS } from "./rooms-protocol.js";
+import { CaptionBoard } from "./captions.js";
 
 const root = document.getElementById("room");
 const list = document.getElementById("messages");
@@ -98,5 +99,10 @@ form.addEventListener("submit", (event) => {
   client.send(text);
   input.value = "";
 });
+
+const board = new CaptionBoard(document.getElementById("captions"), root.dataset.slug);
+client.addEventListener("caption", ({ detail }) => board.onCaption(detail.caption));
+client.addEventListener("caption-error", ({ detail }) => board.onError(detail.error));
+board.loadRecent();
 
 client.start();

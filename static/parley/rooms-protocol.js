@@ -41,7 +41,7 @@ export function roomSocketUrl(slug, after, loc = window.location) {
 
 // Events dispatched: "state" {state, retryInSeconds}, "hello" {hello}, "reset",
 // "message" {message}, "presence" {participants}, "ack" {clientId, seq},
-// "pending" {pending}, "error" {error}.
+// "pending" {pending}, "error" {error}, "caption" {caption}, "caption-error" {error}.
 export class RoomClient extends EventTarget {
   constructor(slug, { storage = window.sessionStorage } = {}) {
     super();
@@ -181,6 +181,8 @@ export class RoomClient extends EventTarget {
       case "presence": return this.onPresence(event);
       case "heartbeat": return this.onHeartbeat(event);
       case "error": return this.onError(event);
+      case "caption": return this.emit("caption", { caption: event });
+      case "caption.error": return this.emit("caption-error", { error: event });
       default: return undefined; // newer server, older client: ignore unknown events
     }
   }

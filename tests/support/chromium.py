@@ -44,9 +44,14 @@ CHROMIUM_ARGS = [
 
 
 def launch(playwright, extra_args: list[str] | None = None):
+    return launch_with(playwright.chromium, extra_args)
+
+
+def launch_with(browser_type, extra_args: list[str] | None = None):
+    """Another Chromium from a running Playwright (e.g. with a WAV as its microphone)."""
     if not shutil.which(CHROMIUM) and not os.path.exists(CHROMIUM):
         raise RuntimeError(f"{CHROMIUM} is missing: `make test` installs Debian's chromium")
-    return playwright.chromium.launch(
+    return browser_type.launch(
         executable_path=CHROMIUM, headless=True, args=[*CHROMIUM_ARGS, *(extra_args or [])]
     )
 

@@ -35,3 +35,14 @@ def speech_pcm24k(sentences: list[str], gap_seconds: float = 1.5) -> bytes:
         subprocess.run(["sox", "-m", str(joined), str(noise), str(mixed)], check=True)
         with wave.open(str(mixed)) as w:
             return w.readframes(w.getnframes())
+
+
+def speech_wav(sentences: list[str], path: Path, gap_seconds: float = 1.5) -> Path:
+    """The same speech as a WAV file (a fake microphone for Chromium)."""
+    pcm = speech_pcm24k(sentences, gap_seconds)
+    with wave.open(str(path), "wb") as w:
+        w.setnchannels(1)
+        w.setsampwidth(2)
+        w.setframerate(24000)
+        w.writeframes(pcm)
+    return path

@@ -1,0 +1,895 @@
+"""Live transcription: engine accuracy and speed, caption latency, concurrent speakers.
+
+Speech is espeak-ng at 150 words/min, PCM16 mono 24 kHz, each sentence generated on its own
+and laid out with silent gaps, then mixed with a faint white-noise floor exactly as
+tests/support/speech.py does (`sox -m`, noise at vol 0.003): the bench knows where every
+sentence's speech truly starts and ends (first/last 10 ms frame above -40 dBFS of its clip).
+The fixed set is SENTENCES (20 everyday meeting sentences); the voices are VOICES.
+
+Parts (--parts, in this order):
+- engine: the offline engine in this process, no server. Per voice, one warm SpeakerStream
+  (decoder loaded before timing) is fed the whole set (--engine-gap s of silence around each
+  sentence) in 100 ms chunks as fast as it takes them. Real-time factor = decode time / audio
+  duration, CPU (this thread) and wall; word error rate of the concatenated `completed`
+  transcripts against the sentences; the endpointer's turn boundaries against the true ones.
+  Once with the general model, once with a bigram model of the sentences (write_arpa).
+- captions: one daphne on the offline engine (OFFLINE_LM = the sentences' model, or none with
+  --general-model). One guest speaks --sentences sentences (voice en-us, 1.5 s gaps) over
+  `/v1/realtime` with a minted key, in --chunk-ms chunks at wall-clock pace (the chunk holding
+  audio [t, t+c) is sent at t0+t+c, as a microphone would deliver it); --listeners other
+  guests read `caption` events on their room sockets. Latency from the true end of a
+  sentence's speech to the final caption, and from its true start to the first partial
+  caption, per listener and overall; the speaker's own events break the delay down.
+- speakers: one daphne (same engine setup); for K in --speakers, K guests in one fresh room
+  stream --duration s of real-time speech each at the same time (voices rotate, starts
+  staggered by 0.37 s, sentence order rotated). Measured: daphne's CPU (utime+stime of its
+  process / wall, % of one core) while they speak; per-turn latency from the true end of
+  speech to `completed` on the speaker's socket. K is sustained when the p95 is under 3 s,
+  every sentence completed, and the median of the run's second half is at most 0.5 s over the
+  first half's (no growing backlog).
+- proxy (--engine openai only): the OpenAI stand-in (tests/support/openai_standin.py) in its
+  own process; the same sentences sent as fast as possible, one commit each, turn detection
+  off, (a) straight to the stand-in and (b) through Parley's `/v1/realtime` (whose OpenAI engine
+  talks to the stand-in): commit -> `completed` time, median/p95, and the difference.
+
+With --engine openai, daphne runs Parley's OpenAI engine against the stand-in (own process, so
+daphne's CPU is Parley's own) for the captions and speakers parts too.
+
+Usage: .venv/bin/python bench/transcription.py [--parts engine,captions,speakers]
+    [--engine offline|openai] [--general-model] [--listeners 2] [--sentences 10]
+    [--speakers 1,2,4,6,8] [--duration 20] [--chunk-ms 100] [--engine-gap 1.0]
+"""
+
+from __future__ import annotations
+
+import argparse
+import array
+import asyncio
+import base64
+import contextlib
+import json
+import os
+import shutil
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+import wave
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+os.environ.setdefault("DJANGO_SETTINGS_MODULE", "project.settings")
+
+import httpx  # noqa: E402
+from websockets.asyncio.client import ClientConnection, connect  # noqa: E402
+
+from rooms.client import create_public_room, guest_session  # noqa: E402
+from tests.support.servers import (  # noqa: E402
+    DaphneProcess,
+    LiveDatabase,
+    free_port,
+    log_file,
+    wait_until,
+)
+from transcription.language_model import word_error_rate, write_arpa  # noqa: E402
+
+SENTENCES = [
+    "good morning everyone and thank you for joining",
+    "can you all hear me clearly",
+    "let us start with a quick round of updates",
+    "the new schedule begins next monday",
+    "please send me the report by friday afternoon",
+    "i think we should move the meeting to thursday",
+    "the coffee machine on the third floor is broken again",
+    "we need two more people for this project",
+    "could you share your screen for a moment",
+    "the budget was approved yesterday",
+    "my train was late this morning",
+    "lunch will be delivered at noon",
+    "does anyone have questions about the plan",
+    "i will write a summary after the call",
+    "the weather is nice so we could eat outside",
+    "remember to lock the door when you leave",
+    "the children are on holiday next week",
+    "thank you that was very helpful",
+    "let us take a short break",
+    "see you all tomorrow at the same time",
+]
+VOICES = ["en-us", "en-gb", "en-us+f3"]
+RATE = 24000
+BYTES_PER_SECOND = RATE * 2
+SPEECH_LEVEL = 328  # -40 dBFS: a 10 ms frame peaking above it is speech
+NOISE_VOLUME = "0.003"  # tests/support/speech.py's noise floor
+TARGET_S = 3.0  # Ofcom's ceiling for live subtitles (../shared/notes/transcription-facts.md)
+GROWTH_LIMIT_S = 0.5  # second-half median over first-half median that counts as a backlog
+STAGGER_S = 0.37  # speakers' start offsets: turns of different people do not end together
+COMPLETED = "conversation.item.input_audio_transcription.completed"
+DELTA = "conversation.item.input_audio_transcription.delta"
+
+
+# ---------------------------------------------------------------------------------------------
+# Speech with a known timeline
+
+
+@dataclass
+class Spoken:
+    """PCM16 mono 24 kHz of sentences, with each sentence's true speech span in seconds."""
+
+    pcm: bytes
+    sentences: list[str]
+    spans: list[tuple[float, float]]
+    voice: str
+
+    @property
+    def seconds(self) -> float:
+        return len(self.pcm) / BYTES_PER_SECOND
+
+
+def speech_bounds(pcm: bytes) -> tuple[float, float]:
+    """First and last 10 ms frame of a clean clip that peaks above SPEECH_LEVEL, in seconds."""
+    samples = array.array("h", pcm)
+    frame = RATE // 100
+    loud = [n for n in range(0, len(samples), frame)
+            if max(map(abs, samples[n:n + frame])) > SPEECH_LEVEL]
+    return loud[0] / RATE, min(len(samples), loud[-1] + frame) / RATE
+
+
+def read_wav(path: Path) -> bytes:
+    with wave.open(str(path)) as w:
+        return w.readframes(w.getnframes())
+
+
+def write_wav(path: Path, pcm: bytes) -> None:
+    with wave.open(str(path), "wb") as w:
+        w.setnchannels(1)
+        w.setsampwidth(2)
+        w.setframerate(RATE)
+        w.writeframes(pcm)
+
+
+def spoken_clip(sentence: str, voice: str, tmp: Path) -> bytes:
+    raw, clip = tmp / "raw.wav", tmp / "clip.wav"
+    subprocess.run(["espeak-ng", "-v", voice, "-s", "150", "-w", str(raw), sentence], check=True)
+    subprocess.run(["sox", str(raw), "-r", str(RATE), "-c", "1", "-b", "16", str(clip)],
+                   check=True)
+    return read_wav(clip)
+
+
+def with_noise_floor(pcm: bytes, tmp: Path) -> bytes:
+    """Mixed as speech.py mixes: `sox -m` (which halves both inputs) with white noise."""
+    joined, noise, mixed = tmp / "joined.wav", tmp / "noise.wav", tmp / "mixed.wav"
+    write_wav(joined, pcm)
+    subprocess.run(["sox", "-n", "-r", str(RATE), "-c", "1", "-b", "16", str(noise), "synth",
+                    f"{len(pcm) / BYTES_PER_SECOND:.3f}", "whitenoise", "vol", NOISE_VOLUME],
+                   check=True)
+    subprocess.run(["sox", "-m", str(joined), str(noise), str(mixed)], check=True)
+    return read_wav(mixed)[: len(pcm)]
+
+
+def speak(sentences: list[str], voice: str, gap: float, lead: float = 0.0) -> Spoken:
+    """The sentences with `gap` s of silence before, between and after them (plus `lead`)."""
+    if not shutil.which("espeak-ng") or not shutil.which("sox"):
+        raise RuntimeError("espeak-ng and sox are missing: `make test` installs them")
+    silence = b"\0\0" * round(gap * RATE)
+    pcm, spans = bytearray(b"\0\0" * round(lead * RATE)), []
+    with tempfile.TemporaryDirectory() as name:
+        tmp = Path(name)
+        for sentence in sentences:
+            pcm += silence
+            clip = spoken_clip(sentence, voice, tmp)
+            start, end = speech_bounds(clip)
+            offset = len(pcm) / BYTES_PER_SECOND
+            spans.append((offset + start, offset + end))
+            pcm += clip
+        pcm += silence
+        return Spoken(with_noise_floor(bytes(pcm), tmp), list(sentences), spans, voice)
+
+
+def chunks(pcm: bytes, seconds: float) -> list[bytes]:
+    size = round(seconds * RATE) * 2
+    return [pcm[n:n + size] for n in range(0, len(pcm), size)]
+
+
+# ---------------------------------------------------------------------------------------------
+# Figures
+
+
+def pct(values: list[float], q: float) -> float:
+    """Nearest-rank percentile; NaN for no values."""
+    ordered = sorted(values)
+    if not ordered:
+        return float("nan")
+    return ordered[min(len(ordered) - 1, max(0, round(q * (len(ordered) - 1))))]
+
+
+def med(values: list[float]) -> float:
+    return statistics.median(values) if values else float("nan")
+
+
+def summary(values: list[float]) -> str:
+    """'p50 / p95 / max' in seconds."""
+    worst = max(values, default=float("nan"))
+    return f"{med(values):5.2f} / {pct(values, 0.95):5.2f} / {worst:5.2f}"
+
+
+def sentence_index(start: float, end: float, spans: list[tuple[float, float]]) -> int:
+    """The sentence a turn [start, end] (seconds) belongs to: most overlap, else nearest."""
+    overlaps = [min(e, end) - max(s, start) for s, e in spans]
+    best = max(range(len(spans)), key=overlaps.__getitem__)
+    if overlaps[best] > 0:
+        return best
+    return min(range(len(spans)), key=lambda i: max(spans[i][0] - end, start - spans[i][1]))
+
+
+def git_commit() -> str:
+    commit = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=ROOT,
+                            capture_output=True, text=True).stdout.strip()
+    dirty = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"], cwd=ROOT,
+                           capture_output=True, text=True).stdout.split("\n")
+    changed = [line[3:] for line in dirty if line.strip()]
+    return commit + (f" + uncommitted changes to {', '.join(changed)}" if changed else "")
+
+
+def header(part: str, title: str) -> None:
+    print(f"== transcription bench, part {part}: {title}", flush=True)
+    print(f"commit {git_commit()}; machine: nproc {len(os.sched_getaffinity(0))}, "
+          f"python {sys.version.split()[0]}, {time.strftime('%Y-%m-%d %H:%M')}", flush=True)
+
+
+def cpu_seconds(pid: int) -> float:
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+# ---------------------------------------------------------------------------------------------
+# Part "engine": the offline engine in this process
+
+
+@dataclass
+class Decoded:
+    voice: str
+    model: str
+    audio_s: float
+    load_s: float
+    cpu_s: float
+    wall_s: float
+    wer: float
+    turns: int
+    start_errors: list[float]  # endpointer's turn start - true speech start, per sentence
+    end_errors: list[float]  # endpointer's turn end - true speech end, per sentence
+
+
+def decode_offline(spoken: Spoken, lm: str | None) -> Decoded:
+    """Feed a warm SpeakerStream the whole recording in 100 ms chunks, as fast as it goes."""
+    from transcription.offline import OfflineConfig, SpeakerStream
+
+    events: list[dict] = []
+    loaded = time.perf_counter()
+    stream = SpeakerStream(events.append, OfflineConfig(lm=lm))
+    cpu0, wall0 = time.thread_time(), time.perf_counter()
+    for chunk in chunks(spoken.pcm, 0.1):
+        stream.feed(chunk)
+    stream.finish()
+    cpu, wall = time.thread_time() - cpu0, time.perf_counter() - wall0
+    transcripts = [e["transcript"] for e in events if e["type"] == COMPLETED]
+    starts = [e["audio_start_ms"] / 1000 for e in events
+              if e["type"] == "input_audio_buffer.speech_started"]
+    ends = [e["audio_end_ms"] / 1000 for e in events
+            if e["type"] == "input_audio_buffer.speech_stopped"]
+    first: dict[int, float] = {}
+    last: dict[int, float] = {}
+    for start, end in zip(starts, ends, strict=True):
+        index = sentence_index(start, end, spoken.spans)
+        first.setdefault(index, start)
+        last[index] = end
+    return Decoded(
+        spoken.voice, "sentences LM" if lm else "general", spoken.seconds,
+        wall0 - loaded, cpu, wall,
+        word_error_rate(" ".join(spoken.sentences), " ".join(transcripts)), len(transcripts),
+        [first[i] - spoken.spans[i][0] for i in first],
+        [last[i] - spoken.spans[i][1] for i in last])
+
+
+def part_engine(args, lm_path: Path) -> None:
+    header("engine", "offline engine real-time factor and word error rate, in-process")
+    recordings = [speak(SENTENCES, voice, args.engine_gap) for voice in VOICES]
+    audio = statistics.mean(r.seconds for r in recordings)
+    print(f"load shape: {len(SENTENCES)} sentences x {len(VOICES)} voices "
+          f"({', '.join(VOICES)}), espeak-ng 150 wpm, {args.engine_gap:g} s gaps, noise floor; "
+          f"~{audio:.0f} s of audio per voice; one warm SpeakerStream per voice and model, "
+          "fed 100 ms chunks as fast as it takes them, in this process (one thread)", flush=True)
+    print(f"{'model':13} {'voice':9} {'audio s':>7} {'load s':>6} {'RTF cpu':>7} {'RTF wall':>8} "
+          f"{'WER':>6} {'turns':>5} {'VAD start err ms':>16} {'VAD end err ms':>14}", flush=True)
+    for lm in (None, str(lm_path)):
+        results = [decode_offline(r, lm) for r in recordings]
+        for r in results:
+            print(f"{r.model:13} {r.voice:9} {r.audio_s:7.1f} {r.load_s:6.2f} "
+                  f"{r.cpu_s / r.audio_s:7.3f} {r.wall_s / r.audio_s:8.3f} {r.wer:6.1%} "
+                  f"{r.turns:>2}/{len(SENTENCES):<2} {med(r.start_errors) * 1000:16.0f} "
+                  f"{med(r.end_errors) * 1000:14.0f}", flush=True)
+        wer = statistics.mean(r.wer for r in results)
+        print(f"{results[0].model:13} {'median':9} {'':7} {'':6} "
+              f"{med([r.cpu_s / r.audio_s for r in results]):7.3f} "
+              f"{med([r.wall_s / r.audio_s for r in results]):8.3f} {wer:6.1%} (WER: mean)",
+              flush=True)
+    print("VAD err: median over sentences of the endpointer's audio_start_ms/audio_end_ms minus "
+          "the true speech start/end (negative: earlier)", flush=True)
+
+
+# ---------------------------------------------------------------------------------------------
+# Clients: a speaker on /v1/realtime, a listener on the room socket
+
+
+@dataclass
+class Turn:
+    item_id: str
+    start_ms: int | None = None
+    end_ms: int | None = None
+    stopped_at: float | None = None  # monotonic time speech_stopped arrived
+    first_delta_at: float | None = None
+    completed_at: float | None = None
+    transcript: str = ""
+
+
+async def mint_key(base_url: str, slug: str, session_id: str) -> str:
+    """A transcription key for a member, through POST /api/transcription-session (CSRF)."""
+    async with httpx.AsyncClient(base_url=base_url, cookies={"sessionid": session_id}) as http:
+        (await http.get("/")).raise_for_status()
+        reply = await http.post(
+            "/api/transcription-session", json={"room": slug, "mode": "proxy"},
+            headers={"X-CSRFToken": http.cookies["csrftoken"], "Origin": base_url,
+                     "Referer": f"{base_url}/rooms/{slug}/"})
+        reply.raise_for_status()
+        return reply.json()["value"]
+
+
+class RealtimeSpeaker:
+    """One speaker's Realtime-API transcription socket: sends audio, times the events."""
+
+    def __init__(self, url: str, key: str):
+        self.url, self.key = url, key
+        self.turns: dict[str, Turn] = {}
+        self.errors: list[dict] = []
+        self.socket: ClientConnection | None = None
+        self.reader: asyncio.Task | None = None
+
+    async def connect(self) -> None:
+        self.socket = await connect(self.url, additional_headers={
+            "Authorization": f"Bearer {self.key}"}, max_size=2**22, open_timeout=30)
+        created = json.loads(await self.socket.recv())
+        if created.get("type") not in ("session.created", "transcription_session.created"):
+            raise RuntimeError(f"expected session.created, got {created}")
+        self.reader = asyncio.create_task(self._read())
+
+    async def _read(self) -> None:
+        async for raw in self.socket:
+            self.on_event(json.loads(raw), time.monotonic())
+
+    def turn(self, event: dict) -> Turn:
+        item = event["item_id"]
+        return self.turns.setdefault(item, Turn(item))
+
+    def on_event(self, event: dict, now: float) -> None:
+        kind = event.get("type")
+        if kind == "input_audio_buffer.speech_started":
+            self.turn(event).start_ms = event["audio_start_ms"]
+        elif kind == "input_audio_buffer.speech_stopped":
+            turn = self.turn(event)
+            turn.end_ms, turn.stopped_at = event["audio_end_ms"], now
+        elif kind == DELTA:
+            turn = self.turn(event)
+            turn.first_delta_at = turn.first_delta_at or now
+        elif kind == COMPLETED:
+            turn = self.turn(event)
+            turn.completed_at, turn.transcript = now, event.get("transcript", "")
+        elif kind == "error":
+            self.errors.append(event)
+
+    async def send(self, event: dict) -> None:
+        await self.socket.send(json.dumps(event))
+
+    async def stream(self, pcm: bytes, chunk_s: float, t0: float) -> None:
+        """Send audio at wall-clock pace: the chunk holding [t, t+c) leaves at t0+t+c."""
+        for n, chunk in enumerate(chunks(pcm, chunk_s)):
+            await asyncio.sleep(max(0.0, t0 + (n + 1) * chunk_s - time.monotonic()))
+            await self.send({"type": "input_audio_buffer.append",
+                             "audio": base64.b64encode(chunk).decode()})
+
+    def sentence_turns(self, spoken: Spoken) -> dict[int, list[Turn]]:
+        """Turns with both boundaries, grouped by the sentence they transcribe."""
+        grouped: dict[int, list[Turn]] = {}
+        for turn in self.turns.values():
+            if turn.start_ms is not None and turn.end_ms is not None:
+                index = sentence_index(turn.start_ms / 1000, turn.end_ms / 1000, spoken.spans)
+                grouped.setdefault(index, []).append(turn)
+        return grouped
+
+    def done(self, spoken: Spoken) -> bool:
+        grouped = self.sentence_turns(spoken)
+        return len(grouped) == len(spoken.spans) and all(
+            t.completed_at for t in self.turns.values() if t.start_ms is not None)
+
+    async def close(self) -> None:
+        if self.reader is not None:
+            self.reader.cancel()
+            with contextlib.suppress(asyncio.CancelledError, Exception):
+                await self.reader
+        if self.socket is not None:
+            with contextlib.suppress(Exception):
+                await self.socket.close()
+
+
+class CaptionListener:
+    """Another page in the room: its room socket's `caption` events, with arrival times."""
+
+    def __init__(self, base_url: str, slug: str, session_id: str):
+        self.base_url, self.slug, self.session_id = base_url, slug, session_id
+        self.finals: dict[str, float] = {}  # item_id -> first final caption's arrival
+        self.final_text: dict[str, str] = {}
+        self.first_partial: dict[str, float] = {}
+        self.socket: ClientConnection | None = None
+        self.reader: asyncio.Task | None = None
+
+    async def connect(self) -> None:
+        netloc = self.base_url.split("://", 1)[1]
+        self.socket = await connect(
+            f"ws://{netloc}/ws/rooms/{self.slug}/", origin=self.base_url,
+            additional_headers={"Cookie": f"sessionid={self.session_id}"}, max_size=2**22)
+        hello = json.loads(await self.socket.recv())
+        if hello.get("type") != "hello":
+            raise RuntimeError(f"expected hello, got {hello}")
+        self.reader = asyncio.create_task(self._read())
+
+    async def _read(self) -> None:
+        async for raw in self.socket:
+            now = time.monotonic()
+            event = json.loads(raw)
+            if event.get("type") != "caption":
+                continue
+            item = event["item_id"]
+            if event["final"]:
+                self.finals.setdefault(item, now)
+                self.final_text.setdefault(item, event["text"])
+            elif event["text"].strip():  # words (an empty partial only opens the turn)
+                self.first_partial.setdefault(item, now)
+
+    async def close(self) -> None:
+        if self.reader is not None:
+            self.reader.cancel()
+            with contextlib.suppress(asyncio.CancelledError, Exception):
+                await self.reader
+        if self.socket is not None:
+            with contextlib.suppress(Exception):
+                await self.socket.close()
+
+
+async def wait_for(predicate: Callable[[], bool], timeout: float) -> bool:
+    deadline = time.monotonic() + timeout
+    while not predicate():
+        if time.monotonic() > deadline:
+            return False
+        await asyncio.sleep(0.05)
+    return True
+
+
+# ---------------------------------------------------------------------------------------------
+# Servers
+
+
+@dataclass
+class Standin:
+    """The OpenAI stand-in (tests/support/openai_standin.py) in its own process."""
+
+    process: subprocess.Popen
+    port: int
+    api_key: str
+
+    @property
+    def base_url(self) -> str:
+        return f"http://127.0.0.1:{self.port}/v1"
+
+    @property
+    def ws_base_url(self) -> str:
+        return f"ws://127.0.0.1:{self.port}/v1"
+
+    @classmethod
+    def start(cls, lm_path: Path | None) -> Standin:
+        if not (ROOT / "tests/support/openai_standin.py").exists():
+            raise RuntimeError("tests/support/openai_standin.py is not there yet")
+        port, api_key = free_port(), "sk-bench-standin"
+        command = [sys.executable, "-m", "tests.support.openai_standin", "--port", str(port)]
+        usage = subprocess.run([*command, "--help"], cwd=ROOT, capture_output=True,
+                               text=True).stdout
+        if "--api-key" in usage:
+            command += ["--api-key", api_key]
+        if lm_path is not None:
+            command += ["--lm", str(lm_path)]
+        log = log_file("openai-standin-")
+        with log.open("wb") as out:
+            process = subprocess.Popen(command, cwd=ROOT, stdout=out, stderr=subprocess.STDOUT,
+                                       env={**os.environ, "PYTHONUNBUFFERED": "1"})
+        from tests.support.servers import port_open
+
+        wait_until(lambda: process.poll() is None and port_open(port), timeout=30,
+                   what="OpenAI stand-in")
+        if "--api-key" not in usage:  # the stand-in chose its key: it says so on start-up
+            api_key = standin_key_from_log(log.read_text(errors="replace")) or api_key
+        return cls(process, port, api_key)
+
+    def stop(self) -> None:
+        if self.process.poll() is None:
+            self.process.terminate()
+            try:
+                self.process.wait(10)
+            except subprocess.TimeoutExpired:
+                self.process.kill()
+
+
+def standin_key_from_log(text: str) -> str | None:
+    for word in text.replace("=", " ").replace(":", " ").split():
+        if word.startswith("sk-"):
+            return word.strip(",;'\"")
+    return None
+
+
+@dataclass
+class Setup:
+    """One daphne on the chosen engine (plus the stand-in for --engine openai)."""
+
+    database: LiveDatabase
+    server: DaphneProcess
+    standin: Standin | None
+    model: str
+
+    @classmethod
+    def start(cls, args, lm_path: Path, extra_env: dict[str, str] | None = None) -> Setup:
+        lm = None if args.general_model else lm_path
+        env = {"LOG_LEVEL": "WARNING", "TRANSCRIPTION_ENGINE": args.engine,
+               **({"OFFLINE_LM": str(lm)} if lm else {})}
+        standin = None
+        if args.engine == "openai":
+            standin = Standin.start(lm)
+            env.update(OPENAI_API_KEY=standin.api_key, OPENAI_BASE_URL=standin.base_url,
+                       OPENAI_WS_BASE_URL=standin.ws_base_url)
+        env.update(extra_env or {})
+        database = LiveDatabase.create()
+        server = DaphneProcess.start(database.url, env)
+        model = "sentences LM" if lm else "general model"
+        return cls(database, server, standin, model)
+
+    @property
+    def ws_url(self) -> str:
+        return f"ws://127.0.0.1:{self.server.port}/v1/realtime?intent=transcription"
+
+    def describe(self) -> str:
+        if self.standin is None:
+            return f"one daphne, offline engine (pocketsphinx), OFFLINE_LM: {self.model}"
+        return (f"one daphne, OpenAI engine -> stand-in in its own process ({self.model}), "
+                "daphne's CPU is Parley's own")
+
+    def stop(self) -> None:
+        self.server.stop()
+        if self.standin is not None:
+            self.standin.stop()
+        self.database.drop()
+
+
+async def new_speaker(setup: Setup, slug: str, name: str) -> RealtimeSpeaker:
+    session = await guest_session(setup.server.base_url, slug, name)
+    speaker = RealtimeSpeaker(setup.ws_url, await mint_key(setup.server.base_url, slug, session))
+    await speaker.connect()
+    return speaker
+
+
+# ---------------------------------------------------------------------------------------------
+# Part "captions": end-to-end caption latency
+
+
+@dataclass
+class SentenceTimes:
+    """One sentence as a speaker's socket saw it (monotonic times; None when missing)."""
+
+    true_start: float
+    true_end: float
+    vad_end: float | None  # wall time of the endpointer's audio_end_ms
+    stopped_at: float | None
+    completed_at: float | None
+    items: list[str] = field(default_factory=list)
+
+
+def sentence_times(speaker: RealtimeSpeaker, spoken: Spoken, t0: float) -> list[SentenceTimes]:
+    grouped = speaker.sentence_turns(spoken)
+    out = []
+    for index, (start, end) in enumerate(spoken.spans):
+        turns = grouped.get(index, [])
+        last = turns[-1] if turns else None
+        out.append(SentenceTimes(
+            t0 + start, t0 + end,
+            t0 + last.end_ms / 1000 if last else None,
+            last.stopped_at if last else None,
+            last.completed_at if last and all(t.completed_at for t in turns) else None,
+            [t.item_id for t in turns]))
+    return out
+
+
+def listener_latencies(listener: CaptionListener, times: list[SentenceTimes]):
+    """(end of speech -> final caption, start of speech -> first partial) per sentence."""
+    finals, partials = [], []
+    for s in times:
+        arrivals = [listener.finals.get(item) for item in s.items]
+        if s.items and all(arrivals):
+            finals.append(max(arrivals) - s.true_end)
+        firsts = [listener.first_partial[i] for i in s.items if i in listener.first_partial]
+        if firsts:
+            partials.append(min(firsts) - s.true_start)
+    return finals, partials
+
+
+def gaps(later: list[float | None], earlier: list[float | None]) -> list[float]:
+    return [a - b for a, b in zip(later, earlier, strict=True) if a is not None and b is not None]
+
+
+async def part_captions(args, lm_path: Path) -> None:
+    header("captions", "caption latency end to end (speaker -> /v1/realtime -> room sockets)")
+    spoken = speak(SENTENCES[: args.sentences], "en-us", 1.5)
+    setup = Setup.start(args, lm_path)
+    try:
+        base = setup.server.base_url
+        slug = await create_public_room(base, "captions bench")
+        listeners = [CaptionListener(base, slug, await guest_session(base, slug, f"Page {n}"))
+                     for n in range(1, args.listeners + 1)]
+        for listener in listeners:
+            await listener.connect()
+        speaker = await new_speaker(setup, slug, "Speaker")
+        print(f"load shape: {setup.describe()}; 1 speaker streams {len(spoken.spans)} sentences "
+              f"(en-us, 1.5 s gaps, {spoken.seconds:.1f} s) over /v1/realtime in "
+              f"{args.chunk_ms} ms chunks at wall-clock pace; {len(listeners)} listener(s) on "
+              "the room socket", flush=True)
+        t0 = time.monotonic() + 0.2
+        await speaker.stream(spoken.pcm, args.chunk_ms / 1000, t0)
+
+        def everyone_has_finals() -> bool:
+            items = {i for s in sentence_times(speaker, spoken, t0) for i in s.items}
+            return speaker.done(spoken) and all(items <= set(lis.finals) for lis in listeners)
+
+        await wait_for(everyone_has_finals, timeout=30)
+        times = sentence_times(speaker, spoken, t0)
+        report_captions(speaker, listeners, spoken, times)
+        await speaker.close()
+        for listener in listeners:
+            await listener.close()
+    finally:
+        setup.stop()
+
+
+def report_captions(speaker: RealtimeSpeaker, listeners: list[CaptionListener], spoken: Spoken,
+                    times: list[SentenceTimes]) -> None:
+    print(f"{'who':10} {'sentences':>9} {'speech end -> final caption s p50/p95/max':>42} "
+          f"{'speech start -> 1st partial s p50/p95':>38}", flush=True)
+    every_final, every_partial = [], []
+    for n, listener in enumerate(listeners, 1):
+        finals, partials = listener_latencies(listener, times)
+        every_final += finals
+        every_partial += partials
+        print(f"{f'page {n}':10} {len(finals):>4}/{len(times):<4} {summary(finals):>42} "
+              f"{med(partials):>30.2f} / {pct(partials, 0.95):5.2f}  ({len(partials)} with a "
+              "partial)", flush=True)
+    print(f"{'all':10} {len(every_final):>4}/{len(times) * len(listeners):<4} "
+          f"{summary(every_final):>42} {med(every_partial):>30.2f} / "
+          f"{pct(every_partial, 0.95):5.2f}", flush=True)
+    true_ends = [s.true_end for s in times]
+    print("speaker's socket, p50 / p95 / max s:", flush=True)
+    print(f"  true speech end -> endpointer's audio_end_ms (timeline): "
+          f"{summary(gaps([s.vad_end for s in times], true_ends))}", flush=True)
+    print(f"  true speech end -> speech_stopped arrives:               "
+          f"{summary(gaps([s.stopped_at for s in times], true_ends))}", flush=True)
+    print(f"  endpointer's audio_end_ms -> completed arrives:          "
+          f"{summary(gaps([s.completed_at for s in times], [s.vad_end for s in times]))}",
+          flush=True)
+    print(f"  true speech end -> completed arrives:                    "
+          f"{summary(gaps([s.completed_at for s in times], true_ends))}", flush=True)
+    hearing = [listener.finals.get(s.items[-1]) if s.items else None
+               for listener in listeners for s in times]
+    completed = [s.completed_at for _ in listeners for s in times]
+    print(f"  completed on speaker's socket -> final caption on a page: "
+          f"{summary(gaps(hearing, completed))}", flush=True)
+    transcript = " ".join(speaker.turns[i].transcript for s in times for i in s.items)
+    print(f"turns: {sum(len(s.items) for s in times)} for {len(times)} sentences; WER of final "
+          f"transcripts {word_error_rate(' '.join(spoken.sentences), transcript):.1%}; "
+          f"errors on the speaker's socket: {len(speaker.errors)}", flush=True)
+    p95 = pct(every_final, 0.95)
+    verdict = "within" if p95 <= TARGET_S else "OVER"
+    print(f"target: Ofcom's ceiling for live subtitles is {TARGET_S:g} s (broadcasters measured a "
+          f"~5.6 s median): final-caption p95 {p95:.2f} s is {verdict} it", flush=True)
+
+
+# ---------------------------------------------------------------------------------------------
+# Part "speakers": concurrent speakers on this machine
+
+
+@dataclass
+class SpeakersRow:
+    speakers: int
+    cpu: float
+    turns: int
+    expected: int
+    latencies: list[float]
+    early: float
+    late: float
+    errors: int
+
+    @property
+    def sustained(self) -> bool:
+        return (self.turns == self.expected and pct(self.latencies, 0.95) < TARGET_S
+                and not self.late - self.early > GROWTH_LIMIT_S)
+
+
+def speaker_audio(index: int, duration: float) -> Spoken:
+    """About `duration` s of speech: voice and sentence order rotate per speaker."""
+    order = SENTENCES[index * 5 % len(SENTENCES):] + SENTENCES[: index * 5 % len(SENTENCES)]
+    picked, seconds = [], 1.5
+    for sentence in order:
+        if seconds >= duration - 1.5:
+            break
+        picked.append(sentence)
+        seconds += 1.5 + len(sentence.split()) * 0.4  # ~150 words/min
+    return speak(picked, VOICES[index % len(VOICES)], 1.5, lead=(index * STAGGER_S) % 1.5)
+
+
+async def run_speakers(setup: Setup, count: int, audio: list[Spoken], chunk_s: float):
+    slug = await create_public_room(setup.server.base_url, f"speakers bench {count}")
+    speakers = [await new_speaker(setup, slug, f"Speaker {n}") for n in range(count)]
+    pid = setup.server.process.pid
+    t0 = time.monotonic() + 0.3
+    cpu0 = cpu_seconds(pid)
+    await asyncio.gather(*(s.stream(a.pcm, chunk_s, t0) for s, a in zip(speakers, audio,
+                                                                     strict=False)))
+    share = (cpu_seconds(pid) - cpu0) / (time.monotonic() - t0)
+    await wait_for(lambda: all(s.done(a) for s, a in zip(speakers, audio, strict=False)),
+                   timeout=30)
+    latencies, halves, done, expected = [], ([], []), 0, 0
+    half = t0 + max(a.seconds for a in audio[:count]) / 2
+    for speaker, spoken in zip(speakers, audio, strict=False):
+        expected += len(spoken.spans)
+        for s in sentence_times(speaker, spoken, t0):
+            if s.completed_at is not None:
+                done += 1
+                latencies.append(s.completed_at - s.true_end)
+                halves[s.true_end > half].append(s.completed_at - s.true_end)
+    errors = sum(len(s.errors) for s in speakers)
+    for speaker in speakers:
+        await speaker.close()
+    return SpeakersRow(count, share, done, expected, latencies, med(halves[0]), med(halves[1]),
+                       errors)
+
+
+async def part_speakers(args, lm_path: Path) -> None:
+    header("speakers", "concurrent speakers sustained on this machine")
+    sizes = [int(k) for k in args.speakers.split(",")]
+    audio = [speaker_audio(n, args.duration) for n in range(max(sizes))]
+    setup = Setup.start(args, lm_path)
+    try:
+        print(f"load shape: {setup.describe()}; K speakers in one room, each streaming "
+              f"~{args.duration:g} s of speech (voices {', '.join(VOICES)} in turn, 1.5 s gaps, "
+              f"starts staggered by {STAGGER_S} s) over /v1/realtime in {args.chunk_ms} ms "
+              "chunks at wall-clock pace, all at once; no listeners; latency = true end of "
+              f"speech -> completed on the speaker's socket; sustained = p95 < {TARGET_S:g} s, "
+              f"all turns completed, 2nd-half median <= 1st-half + {GROWTH_LIMIT_S} s",
+              flush=True)
+        print(f"{'K':>2} {'daphne CPU':>10} {'completed':>9} {'latency s p50/p95/max':>23} "
+              f"{'1st/2nd half p50':>16} {'errors':>6} {'sustained':>9}", flush=True)
+        best = 0
+        for count in sizes:
+            row = await run_speakers(setup, count, audio, args.chunk_ms / 1000)
+            best = max(best, count) if row.sustained else best
+            print(f"{count:>2} {row.cpu * 100:>9.0f}% {row.turns:>4}/{row.expected:<4} "
+                  f"{summary(row.latencies):>23} {row.early:>7.2f}/{row.late:<8.2f} "
+                  f"{row.errors:>6} {'yes' if row.sustained else 'NO':>9}", flush=True)
+        print(f"largest K sustained: {best} (of {args.speakers}) on "
+              f"{len(os.sched_getaffinity(0))} cores (shared with this bench's clients)",
+              flush=True)
+    finally:
+        setup.stop()
+
+
+# ---------------------------------------------------------------------------------------------
+# Part "proxy": what Parley's proxy adds per event (OpenAI engine, stand-in)
+
+
+TURN_DETECTION_OFF = {"type": "session.update", "session": {
+    "type": "transcription", "audio": {"input": {"turn_detection": None}}}}
+
+
+async def commit_latencies(speaker: RealtimeSpeaker, spoken: Spoken) -> list[float]:
+    """Per sentence: send its audio at once, commit, time commit -> completed."""
+    await speaker.send(TURN_DETECTION_OFF)
+    out = []
+    pad = round(0.3 * RATE) * 2  # a little silence around each sentence
+    for start, end in spoken.spans:
+        a, b = max(0, round(start * RATE) * 2 - pad), round(end * RATE) * 2 + pad
+        for chunk in chunks(spoken.pcm[a:b], 0.1):
+            await speaker.send({"type": "input_audio_buffer.append",
+                                "audio": base64.b64encode(chunk).decode()})
+        before = {i for i, t in speaker.turns.items() if t.completed_at}
+        sent = time.monotonic()
+        await speaker.send({"type": "input_audio_buffer.commit"})
+        await wait_for(lambda before=before: any(
+            t.completed_at for i, t in speaker.turns.items() if i not in before), timeout=30)
+        new = [t.completed_at for i, t in speaker.turns.items()
+               if i not in before and t.completed_at]
+        if new:
+            out.append(min(new) - sent)
+    return out
+
+
+async def part_proxy(args, lm_path: Path) -> None:
+    header("proxy", "proxy overhead per event: commit -> completed, direct vs through Parley")
+    spoken = speak(SENTENCES[: args.sentences], "en-us", 1.0)
+    setup = Setup.start(args, lm_path, {"TRANSCRIPTION_TURN_DETECTION": "none"})
+    try:
+        print(f"load shape: {setup.describe()}; {len(spoken.spans)} sentences (en-us), each "
+              "sent at once in 100 ms appends then committed (turn detection off), next one "
+              "after its completed; (a) straight to the stand-in's /v1/realtime?intent="
+              "transcription with its API key, (b) through Parley's /v1/realtime", flush=True)
+        direct = RealtimeSpeaker(f"{setup.standin.ws_base_url}/realtime?intent=transcription",
+                                 setup.standin.api_key)
+        await direct.connect()
+        direct_s = await commit_latencies(direct, spoken)
+        await direct.close()
+        slug = await create_public_room(setup.server.base_url, "proxy bench")
+        proxied = await new_speaker(setup, slug, "Speaker")
+        proxied_s = await commit_latencies(proxied, spoken)
+        await proxied.close()
+        print(f"{'path':14} {'n':>3} {'commit -> completed ms p50':>27} {'p95':>7}", flush=True)
+        for name, values in (("direct", direct_s), ("through Parley", proxied_s)):
+            print(f"{name:14} {len(values):>3} {med(values) * 1000:>27.1f} "
+                  f"{pct(values, 0.95) * 1000:>7.1f}", flush=True)
+        print(f"proxy overhead per event: p50 {(med(proxied_s) - med(direct_s)) * 1000:+.1f} ms, "
+              f"p95 {(pct(proxied_s, 0.95) - pct(direct_s, 0.95)) * 1000:+.1f} ms; errors: "
+              f"direct {len(direct.errors)}, Parley {len(proxied.errors)}", flush=True)
+    finally:
+        setup.stop()
+
+
+# ---------------------------------------------------------------------------------------------
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--parts", default=None,
+                        help="engine,captions,speakers (offline default) or "
+                             "captions,speakers,proxy (openai default)")
+    parser.add_argument("--engine", choices=("offline", "openai"), default="offline")
+    parser.add_argument("--general-model", action="store_true",
+                        help="servers without OFFLINE_LM (the stand-in without --lm)")
+    parser.add_argument("--listeners", type=int, default=2)
+    parser.add_argument("--sentences", type=int, default=10)
+    parser.add_argument("--speakers", default="1,2,4,6,8")
+    parser.add_argument("--duration", type=float, default=20.0)
+    parser.add_argument("--chunk-ms", type=int, default=100)
+    parser.add_argument("--engine-gap", type=float, default=1.0)
+    args = parser.parse_args()
+    default = "engine,captions,speakers" if args.engine == "offline" else "captions,speakers,proxy"
+    parts = (args.parts or default).split(",")
+    if "proxy" in parts and args.engine != "openai":
+        parser.error("the proxy part needs --engine openai")
+
+    with tempfile.TemporaryDirectory(prefix="bench-lm-") as tmp:
+        lm_path = write_arpa(SENTENCES, Path(tmp) / "sentences.arpa")
+        for part in parts:
+            started = time.monotonic()
+            if part == "engine":
+                part_engine(args, lm_path)
+            else:
+                run = {"captions": part_captions, "speakers": part_speakers,
+                       "proxy": part_proxy}[part]
+                asyncio.run(run(args, lm_path))
+            print(f"part {part} took {time.monotonic() - started:.0f} s\n", flush=True)
+
+
+if __name__ == "__main__":
+    main()
