@@ -1205,12 +1205,6 @@ class StandinServer:
             return error.response()
         pc = RTCPeerConnection()
         self._peer_connections.add(pc)
-        try:
-            await pc.setRemoteDescription(RTCSessionDescription(sdp=sdp, type="offer"))
-        except Exception as exc:
-            await pc.close()
-            self._peer_connections.discard(pc)
-            return ApiError("invalid_offer", f"Invalid SDP offer: {exc}", param="sdp").response()
         call_id = _new_id("rtc")
         outlet = _DataChannelOutlet(pc)
         record = SessionRecord(id=config["id"], transport="webrtc",
@@ -1218,9 +1212,16 @@ class StandinServer:
                                headers=self._headers_of_interest(request), kind=config["type"],
                                call_id=call_id, config=config)
         session = _Session(self, record, outlet)
+        self._wire_peer_connection(pc, session, outlet)  # before the offer: it fires "track"
+        try:
+            await pc.setRemoteDescription(RTCSessionDescription(sdp=sdp, type="offer"))
+        except Exception as exc:
+            session.shutdown()
+            await pc.close()
+            self._peer_connections.discard(pc)
+            return ApiError("invalid_offer", f"Invalid SDP offer: {exc}", param="sdp").response()
         self._live.add(session)
         self.calls[call_id] = session
-        self._wire_peer_connection(pc, session, outlet)
         await session.start()
         await pc.setLocalDescription(await pc.createAnswer())
         self._add_record(record)
