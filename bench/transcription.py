@@ -64,7 +64,6 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 os.environ.setdefault("DJANGO_SETTINGS_MODULE", "project.settings")
 
-import httpx  # noqa: E402
 from websockets.asyncio.client import ClientConnection, connect  # noqa: E402
 
 from rooms.client import create_public_room, guest_session  # noqa: E402
@@ -73,8 +72,10 @@ from tests.support.servers import (  # noqa: E402
     LiveDatabase,
     free_port,
     log_file,
+    port_open,
     wait_until,
 )
+from transcription.client import mint_guest_key  # noqa: E402
 from transcription.language_model import word_error_rate, write_arpa  # noqa: E402
 
 SENTENCES = [
@@ -330,21 +331,10 @@ class Turn:
     start_ms: int | None = None
     end_ms: int | None = None
     stopped_at: float | None = None  # monotonic time speech_stopped arrived
+    committed_at: float | None = None
     first_delta_at: float | None = None
     completed_at: float | None = None
     transcript: str = ""
-
-
-async def mint_key(base_url: str, slug: str, session_id: str) -> str:
-    """A transcription key for a member, through POST /api/transcription-session (CSRF)."""
-    async with httpx.AsyncClient(base_url=base_url, cookies={"sessionid": session_id}) as http:
-        (await http.get("/")).raise_for_status()
-        reply = await http.post(
-            "/api/transcription-session", json={"room": slug, "mode": "proxy"},
-            headers={"X-CSRFToken": http.cookies["csrftoken"], "Origin": base_url,
-                     "Referer": f"{base_url}/rooms/{slug}/"})
-        reply.raise_for_status()
-        return reply.json()["value"]
 
 
 class RealtimeSpeaker:
@@ -356,13 +346,16 @@ class RealtimeSpeaker:
         self.errors: list[dict] = []
         self.socket: ClientConnection | None = None
         self.reader: asyncio.Task | None = None
+        self.connect_s = float("nan")  # opening the socket -> session.created
 
     async def connect(self) -> None:
+        opened = time.monotonic()
         self.socket = await connect(self.url, additional_headers={
             "Authorization": f"Bearer {self.key}"}, max_size=2**22, open_timeout=30)
         created = json.loads(await self.socket.recv())
         if created.get("type") not in ("session.created", "transcription_session.created"):
             raise RuntimeError(f"expected session.created, got {created}")
+        self.connect_s = time.monotonic() - opened
         self.reader = asyncio.create_task(self._read())
 
     async def _read(self) -> None:
@@ -380,6 +373,8 @@ class RealtimeSpeaker:
         elif kind == "input_audio_buffer.speech_stopped":
             turn = self.turn(event)
             turn.end_ms, turn.stopped_at = event["audio_end_ms"], now
+        elif kind == "input_audio_buffer.committed":
+            self.turn(event).committed_at = now
         elif kind == DELTA:
             turn = self.turn(event)
             turn.first_delta_at = turn.first_delta_at or now
@@ -501,23 +496,14 @@ class Standin:
         if not (ROOT / "tests/support/openai_standin.py").exists():
             raise RuntimeError("tests/support/openai_standin.py is not there yet")
         port, api_key = free_port(), "sk-bench-standin"
-        command = [sys.executable, "-m", "tests.support.openai_standin", "--port", str(port)]
-        usage = subprocess.run([*command, "--help"], cwd=ROOT, capture_output=True,
-                               text=True).stdout
-        if "--api-key" in usage:
-            command += ["--api-key", api_key]
-        if lm_path is not None:
-            command += ["--lm", str(lm_path)]
+        command = [sys.executable, "-m", "tests.support.openai_standin", "--port", str(port),
+                   "--api-key", api_key, *(["--lm", str(lm_path)] if lm_path else [])]
         log = log_file("openai-standin-")
         with log.open("wb") as out:
             process = subprocess.Popen(command, cwd=ROOT, stdout=out, stderr=subprocess.STDOUT,
                                        env={**os.environ, "PYTHONUNBUFFERED": "1"})
-        from tests.support.servers import port_open
-
         wait_until(lambda: process.poll() is None and port_open(port), timeout=30,
                    what="OpenAI stand-in")
-        if "--api-key" not in usage:  # the stand-in chose its key: it says so on start-up
-            api_key = standin_key_from_log(log.read_text(errors="replace")) or api_key
         return cls(process, port, api_key)
 
     def stop(self) -> None:
@@ -527,13 +513,6 @@ class Standin:
                 self.process.wait(10)
             except subprocess.TimeoutExpired:
                 self.process.kill()
-
-
-def standin_key_from_log(text: str) -> str | None:
-    for word in text.replace("=", " ").replace(":", " ").split():
-        if word.startswith("sk-"):
-            return word.strip(",;'\"")
-    return None
 
 
 @dataclass
@@ -546,8 +525,8 @@ class Setup:
     model: str
 
     @classmethod
-    def start(cls, args, lm_path: Path, extra_env: dict[str, str] | None = None) -> Setup:
-        lm = None if args.general_model else lm_path
+    def start(cls, args, lm: Path | None, extra_env: dict[str, str] | None = None) -> Setup:
+        """`lm`: OFFLINE_LM (offline engine) or the stand-in's --lm (openai); None: general."""
         env = {"LOG_LEVEL": "WARNING", "TRANSCRIPTION_ENGINE": args.engine,
                **({"OFFLINE_LM": str(lm)} if lm else {})}
         standin = None
@@ -558,7 +537,7 @@ class Setup:
         env.update(extra_env or {})
         database = LiveDatabase.create()
         server = DaphneProcess.start(database.url, env)
-        model = "sentences LM" if lm else "general model"
+        model = "the sentences' bigram LM" if lm else "pocketsphinx's general model"
         return cls(database, server, standin, model)
 
     @property
@@ -567,9 +546,9 @@ class Setup:
 
     def describe(self) -> str:
         if self.standin is None:
-            return f"one daphne, offline engine (pocketsphinx), OFFLINE_LM: {self.model}"
-        return (f"one daphne, OpenAI engine -> stand-in in its own process ({self.model}), "
-                "daphne's CPU is Parley's own")
+            return f"one daphne, offline engine (pocketsphinx) with {self.model}"
+        return (f"one daphne, Parley's OpenAI engine -> the stand-in in its own process "
+                f"(pocketsphinx with {self.model}; daphne's CPU is Parley's own)")
 
     def stop(self) -> None:
         self.server.stop()
@@ -579,8 +558,9 @@ class Setup:
 
 
 async def new_speaker(setup: Setup, slug: str, name: str) -> RealtimeSpeaker:
-    session = await guest_session(setup.server.base_url, slug, name)
-    speaker = RealtimeSpeaker(setup.ws_url, await mint_key(setup.server.base_url, slug, session))
+    """A guest of the room with a minted key, connected (session.created received)."""
+    key = (await mint_guest_key(setup.server.base_url, slug, name))["value"]
+    speaker = RealtimeSpeaker(setup.ws_url, key)
     await speaker.connect()
     return speaker
 
@@ -636,7 +616,7 @@ def gaps(later: list[float | None], earlier: list[float | None]) -> list[float]:
 async def part_captions(args, lm_path: Path) -> None:
     header("captions", "caption latency end to end (speaker -> /v1/realtime -> room sockets)")
     spoken = speak(SENTENCES[: args.sentences], "en-us", 1.5)
-    setup = Setup.start(args, lm_path)
+    setup = Setup.start(args, None if args.general_model else lm_path)
     try:
         base = setup.server.base_url
         slug = await create_public_room(base, "captions bench")
@@ -695,12 +675,14 @@ def report_captions(speaker: RealtimeSpeaker, listeners: list[CaptionListener], 
     hearing = [listener.finals.get(s.items[-1]) if s.items else None
                for listener in listeners for s in times]
     completed = [s.completed_at for _ in listeners for s in times]
-    print(f"  completed on speaker's socket -> final caption on a page: "
-          f"{summary(gaps(hearing, completed))}", flush=True)
+    relay_ms = [g * 1000 for g in gaps(hearing, completed)]
+    print(f"  completed on speaker's socket -> final caption on a page: {med(relay_ms):.1f} / "
+          f"{pct(relay_ms, 0.95):.1f} / {max(relay_ms, default=float('nan')):.1f} ms", flush=True)
     transcript = " ".join(speaker.turns[i].transcript for s in times for i in s.items)
     print(f"turns: {sum(len(s.items) for s in times)} for {len(times)} sentences; WER of final "
           f"transcripts {word_error_rate(' '.join(spoken.sentences), transcript):.1%}; "
-          f"errors on the speaker's socket: {len(speaker.errors)}", flush=True)
+          f"errors on the speaker's socket: {len(speaker.errors)}; speaker's socket open -> "
+          f"session.created {speaker.connect_s:.2f} s", flush=True)
     p95 = pct(every_final, 0.95)
     verdict = "within" if p95 <= TARGET_S else "OVER"
     print(f"target: Ofcom's ceiling for live subtitles is {TARGET_S:g} s (broadcasters measured a "
@@ -714,7 +696,8 @@ def report_captions(speaker: RealtimeSpeaker, listeners: list[CaptionListener], 
 @dataclass
 class SpeakersRow:
     speakers: int
-    cpu: float
+    cpu: dict[str, float]  # process -> share of one core while everyone speaks
+    connect_s: list[float]
     turns: int
     expected: int
     latencies: list[float]
@@ -740,15 +723,24 @@ def speaker_audio(index: int, duration: float) -> Spoken:
     return speak(picked, VOICES[index % len(VOICES)], 1.5, lead=(index * STAGGER_S) % 1.5)
 
 
-async def run_speakers(setup: Setup, count: int, audio: list[Spoken], chunk_s: float):
+def processes(setup: Setup) -> dict[str, int]:
+    pids = {"daphne": setup.server.process.pid}
+    if setup.standin is not None:
+        pids["stand-in"] = setup.standin.process.pid
+    return {**pids, "bench": os.getpid()}
+
+
+async def run_speakers(setup: Setup, count: int, audio: list[Spoken],
+                       chunk_s: float) -> SpeakersRow:
     slug = await create_public_room(setup.server.base_url, f"speakers bench {count}")
     speakers = [await new_speaker(setup, slug, f"Speaker {n}") for n in range(count)]
-    pid = setup.server.process.pid
+    pids = processes(setup)
     t0 = time.monotonic() + 0.3
-    cpu0 = cpu_seconds(pid)
+    cpu0 = {name: cpu_seconds(pid) for name, pid in pids.items()}
     await asyncio.gather(*(s.stream(a.pcm, chunk_s, t0) for s, a in zip(speakers, audio,
                                                                      strict=False)))
-    share = (cpu_seconds(pid) - cpu0) / (time.monotonic() - t0)
+    wall = time.monotonic() - t0
+    cpu = {name: (cpu_seconds(pid) - cpu0[name]) / wall for name, pid in pids.items()}
     await wait_for(lambda: all(s.done(a) for s, a in zip(speakers, audio, strict=False)),
                    timeout=30)
     latencies, halves, done, expected = [], ([], []), 0, 0
@@ -763,15 +755,19 @@ async def run_speakers(setup: Setup, count: int, audio: list[Spoken], chunk_s: f
     errors = sum(len(s.errors) for s in speakers)
     for speaker in speakers:
         await speaker.close()
-    return SpeakersRow(count, share, done, expected, latencies, med(halves[0]), med(halves[1]),
-                       errors)
+    return SpeakersRow(count, cpu, [s.connect_s for s in speakers], done, expected, latencies,
+                       med(halves[0]), med(halves[1]), errors)
 
 
 async def part_speakers(args, lm_path: Path) -> None:
     header("speakers", "concurrent speakers sustained on this machine")
     sizes = [int(k) for k in args.speakers.split(",")]
     audio = [speaker_audio(n, args.duration) for n in range(max(sizes))]
-    setup = Setup.start(args, lm_path)
+    # The offline engine's capacity is measured with the general model by default: what a
+    # deployment without a known vocabulary runs (the sentences' LM decodes ~4x cheaper). The
+    # stand-in behind the OpenAI engine gets the LM: its CPU is not Parley's.
+    use_lm = args.speakers_lm if args.engine == "offline" else not args.general_model
+    setup = Setup.start(args, lm_path if use_lm else None)
     try:
         print(f"load shape: {setup.describe()}; K speakers in one room, each streaming "
               f"~{args.duration:g} s of speech (voices {', '.join(VOICES)} in turn, 1.5 s gaps, "
@@ -780,18 +776,25 @@ async def part_speakers(args, lm_path: Path) -> None:
               f"speech -> completed on the speaker's socket; sustained = p95 < {TARGET_S:g} s, "
               f"all turns completed, 2nd-half median <= 1st-half + {GROWTH_LIMIT_S} s",
               flush=True)
-        print(f"{'K':>2} {'daphne CPU':>10} {'completed':>9} {'latency s p50/p95/max':>23} "
-              f"{'1st/2nd half p50':>16} {'errors':>6} {'sustained':>9}", flush=True)
+        names = list(processes(setup))
+        columns = " ".join(f"{name + ' CPU':>12}" for name in names)
+        print(f"{'K':>2} {columns} {'connect s':>9} "
+              f"{'completed':>9} {'latency s p50/p95/max':>23} {'1st/2nd half p50':>16} "
+              f"{'errors':>6} {'sustained':>9}", flush=True)
         best = 0
         for count in sizes:
             row = await run_speakers(setup, count, audio, args.chunk_ms / 1000)
             best = max(best, count) if row.sustained else best
-            print(f"{count:>2} {row.cpu * 100:>9.0f}% {row.turns:>4}/{row.expected:<4} "
-                  f"{summary(row.latencies):>23} {row.early:>7.2f}/{row.late:<8.2f} "
-                  f"{row.errors:>6} {'yes' if row.sustained else 'NO':>9}", flush=True)
+            shares = " ".join(f"{row.cpu[n] * 100:>11.0f}%" for n in names)
+            print(f"{count:>2} {shares} {max(row.connect_s):>9.2f} "
+                  f"{row.turns:>4}/{row.expected:<4} {summary(row.latencies):>23} "
+                  f"{row.early:>7.2f}/{row.late:<8.2f} {row.errors:>6} "
+                  f"{'yes' if row.sustained else 'NO':>9}", flush=True)
         print(f"largest K sustained: {best} (of {args.speakers}) on "
               f"{len(os.sched_getaffinity(0))} cores (shared with this bench's clients)",
               flush=True)
+        print("CPU: utime+stime / wall while the speakers stream, % of one core; connect s: "
+              "the slowest speaker's socket open -> session.created", flush=True)
     finally:
         setup.stop()
 
@@ -804,8 +807,12 @@ TURN_DETECTION_OFF = {"type": "session.update", "session": {
     "type": "transcription", "audio": {"input": {"turn_detection": None}}}}
 
 
-async def commit_latencies(speaker: RealtimeSpeaker, spoken: Spoken) -> list[float]:
-    """Per sentence: send its audio at once, commit, time commit -> completed."""
+SETTLE_S = 1.0  # after a sentence's appends, before its commit: the engine has decoded them
+
+
+async def commit_latencies(speaker: RealtimeSpeaker, spoken: Spoken) -> list[tuple[float, float]]:
+    """Per sentence: its audio in 100 ms appends at once, SETTLE_S, then a commit; returns
+    (commit -> committed, commit -> completed) in seconds."""
     await speaker.send(TURN_DETECTION_OFF)
     out = []
     pad = round(0.3 * RATE) * 2  # a little silence around each sentence
@@ -814,27 +821,38 @@ async def commit_latencies(speaker: RealtimeSpeaker, spoken: Spoken) -> list[flo
         for chunk in chunks(spoken.pcm[a:b], 0.1):
             await speaker.send({"type": "input_audio_buffer.append",
                                 "audio": base64.b64encode(chunk).decode()})
-        before = {i for i, t in speaker.turns.items() if t.completed_at}
+        await asyncio.sleep(SETTLE_S)
+        before = set(speaker.turns)
         sent = time.monotonic()
         await speaker.send({"type": "input_audio_buffer.commit"})
-        await wait_for(lambda before=before: any(
-            t.completed_at for i, t in speaker.turns.items() if i not in before), timeout=30)
-        new = [t.completed_at for i, t in speaker.turns.items()
-               if i not in before and t.completed_at]
-        if new:
-            out.append(min(new) - sent)
+
+        def new_turn(before: set[str] = before) -> Turn | None:
+            return next((t for i, t in speaker.turns.items()
+                         if i not in before and t.completed_at), None)
+
+        await wait_for(lambda: new_turn() is not None, timeout=30)
+        turn = new_turn()
+        if turn is not None and turn.committed_at is not None:
+            out.append((turn.committed_at - sent, turn.completed_at - sent))
     return out
+
+
+def transcript_wer(speaker: RealtimeSpeaker, spoken: Spoken) -> float:
+    text = " ".join(t.transcript for t in speaker.turns.values() if t.completed_at)
+    return word_error_rate(" ".join(spoken.sentences), text)
 
 
 async def part_proxy(args, lm_path: Path) -> None:
     header("proxy", "proxy overhead per event: commit -> completed, direct vs through Parley")
     spoken = speak(SENTENCES[: args.sentences], "en-us", 1.0)
-    setup = Setup.start(args, lm_path, {"TRANSCRIPTION_TURN_DETECTION": "none"})
+    setup = Setup.start(args, None if args.general_model else lm_path,
+                        {"TRANSCRIPTION_TURN_DETECTION": "none"})
     try:
         print(f"load shape: {setup.describe()}; {len(spoken.spans)} sentences (en-us), each "
-              "sent at once in 100 ms appends then committed (turn detection off), next one "
-              "after its completed; (a) straight to the stand-in's /v1/realtime?intent="
-              "transcription with its API key, (b) through Parley's /v1/realtime", flush=True)
+              f"sent at once in 100 ms appends, committed {SETTLE_S:g} s later (turn detection "
+              "off), the next one after its completed; (a) straight to the stand-in's "
+              "/v1/realtime?intent=transcription with its API key, (b) through Parley's "
+              "/v1/realtime with a minted key", flush=True)
         direct = RealtimeSpeaker(f"{setup.standin.ws_base_url}/realtime?intent=transcription",
                                  setup.standin.api_key)
         await direct.connect()
@@ -844,13 +862,20 @@ async def part_proxy(args, lm_path: Path) -> None:
         proxied = await new_speaker(setup, slug, "Speaker")
         proxied_s = await commit_latencies(proxied, spoken)
         await proxied.close()
-        print(f"{'path':14} {'n':>3} {'commit -> completed ms p50':>27} {'p95':>7}", flush=True)
+        print(f"{'path':14} {'n':>3} {'commit -> committed ms p50/p95':>31} "
+              f"{'commit -> completed ms p50/p95':>31}", flush=True)
         for name, values in (("direct", direct_s), ("through Parley", proxied_s)):
-            print(f"{name:14} {len(values):>3} {med(values) * 1000:>27.1f} "
-                  f"{pct(values, 0.95) * 1000:>7.1f}", flush=True)
-        print(f"proxy overhead per event: p50 {(med(proxied_s) - med(direct_s)) * 1000:+.1f} ms, "
-              f"p95 {(pct(proxied_s, 0.95) - pct(direct_s, 0.95)) * 1000:+.1f} ms; errors: "
-              f"direct {len(direct.errors)}, Parley {len(proxied.errors)}", flush=True)
+            committed, completed = [v[0] * 1000 for v in values], [v[1] * 1000 for v in values]
+            print(f"{name:14} {len(values):>3} {med(committed):>23.1f} / "
+                  f"{pct(committed, 0.95):5.1f} {med(completed):>23.1f} / "
+                  f"{pct(completed, 0.95):5.1f}", flush=True)
+        for index, event in ((0, "committed"), (1, "completed")):
+            a, b = [v[index] for v in direct_s], [v[index] for v in proxied_s]
+            print(f"proxy overhead per event ({event}): p50 {(med(b) - med(a)) * 1000:+.1f} ms, "
+                  f"p95 {(pct(b, 0.95) - pct(a, 0.95)) * 1000:+.1f} ms", flush=True)
+        print(f"errors: direct {len(direct.errors)}, through Parley {len(proxied.errors)}; "
+              f"WER direct {transcript_wer(direct, spoken):.1%}, through Parley "
+              f"{transcript_wer(proxied, spoken):.1%}", flush=True)
     finally:
         setup.stop()
 
@@ -865,7 +890,9 @@ def main() -> None:
                              "captions,speakers,proxy (openai default)")
     parser.add_argument("--engine", choices=("offline", "openai"), default="offline")
     parser.add_argument("--general-model", action="store_true",
-                        help="servers without OFFLINE_LM (the stand-in without --lm)")
+                        help="captions/proxy parts without OFFLINE_LM (the stand-in without --lm)")
+    parser.add_argument("--speakers-lm", action="store_true",
+                        help="speakers part (offline) with OFFLINE_LM (default: general model)")
     parser.add_argument("--listeners", type=int, default=2)
     parser.add_argument("--sentences", type=int, default=10)
     parser.add_argument("--speakers", default="1,2,4,6,8")

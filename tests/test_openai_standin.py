@@ -74,14 +74,25 @@ async def server(lm_path):
     await server.stop()
 
 
-def sdk(server: StandinServer, key: str = KEY) -> AsyncOpenAI:
-    return AsyncOpenAI(api_key=key, base_url=server.base_url,
-                       websocket_base_url=server.ws_base_url, max_retries=0)
+@pytest.fixture(name="sdk")
+async def sdk_factory(server):
+    """Make SDK clients pointed at the stand-in (closed after the test)."""
+    clients: list[AsyncOpenAI] = []
+
+    def make(key: str = KEY) -> AsyncOpenAI:
+        clients.append(AsyncOpenAI(api_key=key, base_url=server.base_url,
+                                   websocket_base_url=server.ws_base_url, max_retries=0))
+        return clients[-1]
+
+    yield make
+    for client in clients:
+        await client.close()
 
 
-def transcription(server: StandinServer, key: str = KEY, **kwargs: Any):
-    return sdk(server, key).realtime.connect(extra_query={"intent": "transcription"},
-                                             on_reconnecting=None, **kwargs)
+def transcription(client: AsyncOpenAI, **kwargs: Any):
+    """A transcription session as Parley opens it (no reconnect)."""
+    return client.realtime.connect(extra_query={"intent": "transcription"},
+                                   on_reconnecting=None, **kwargs)
 
 
 def b64(pcm: bytes) -> str:
@@ -151,9 +162,9 @@ def check_turn_events(events: list[dict], item_id: str, expected: str) -> None:
 
 # --- Client secrets ------------------------------------------------------------------------
 
-async def test_client_secret_is_minted_and_parsed_by_the_sdk(server):
+async def test_client_secret_is_minted_and_parsed_by_the_sdk(server, sdk):
     before = int(time.time())
-    secret = await sdk(server).realtime.client_secrets.create(
+    secret = await sdk().realtime.client_secrets.create(
         expires_after={"anchor": "created_at", "seconds": 120},
         session={"type": "transcription", "audio": {"input": {
             "transcription": {"model": "gpt-4o-mini-transcribe", "language": "en"},
@@ -172,8 +183,8 @@ async def test_client_secret_is_minted_and_parsed_by_the_sdk(server):
         is None
 
 
-async def test_client_secret_requests_are_validated(server):
-    client = sdk(server)
+async def test_client_secret_requests_are_validated(server, sdk):
+    client = sdk()
     with pytest.raises(openai.BadRequestError) as short:
         await client.realtime.client_secrets.create(expires_after={"anchor": "created_at",
                                                                    "seconds": 5})
@@ -193,19 +204,19 @@ async def test_client_secret_requests_are_validated(server):
     assert streaming_with_vad.value.param == "session.audio.input.turn_detection"
 
     with pytest.raises(openai.AuthenticationError) as bad_key:
-        await sdk(server, "sk-wrong").realtime.client_secrets.create()
+        await sdk("sk-wrong").realtime.client_secrets.create()
     assert bad_key.value.status_code == 401 and bad_key.value.code == "invalid_api_key"
 
     minted = await client.realtime.client_secrets.create(session={"type": "transcription"})
     with pytest.raises(openai.AuthenticationError):  # an ek_ cannot mint more
-        await sdk(server, minted.value).realtime.client_secrets.create()
+        await sdk(minted.value).realtime.client_secrets.create()
     assert len(server.client_secrets) == 1
 
 
 # --- Connecting ----------------------------------------------------------------------------
 
-async def test_sdk_connects_with_bearer_and_updates_the_session(server):
-    async with transcription(server) as conn:
+async def test_sdk_connects_with_bearer_and_updates_the_session(server, sdk):
+    async with transcription(sdk()) as conn:
         created = (await conn.recv()).to_dict()
         assert created["type"] == "session.created"
         session = created["session"]
@@ -236,13 +247,13 @@ async def test_sdk_connects_with_bearer_and_updates_the_session(server):
     assert record.config["audio"]["input"]["turn_detection"] is None
 
 
-async def test_browser_subprotocol_auth_with_standard_and_ephemeral_keys(server):
+async def test_browser_subprotocol_auth_with_standard_and_ephemeral_keys(server, sdk):
     browser = await RawSocket.open(server)
     assert browser.ws.subprotocol == "realtime"
     assert (await browser.next())["type"] == "session.created"
     await browser.close()
 
-    secret = await sdk(server).realtime.client_secrets.create(
+    secret = await sdk().realtime.client_secrets.create(
         expires_after={"anchor": "created_at", "seconds": 60},
         session={"type": "transcription", "audio": {"input": {
             "transcription": {"model": "whisper-1", "language": "en"}}}})
@@ -253,21 +264,21 @@ async def test_browser_subprotocol_auth_with_standard_and_ephemeral_keys(server)
     assert bound["model"] == "whisper-1" and bound["language"] == "en"
     assert created["session"]["id"] != secret.session.id  # each session its own
 
-    async with transcription(server, key=secret.value) as conn:  # ek_ as a Bearer key
+    async with transcription(sdk(secret.value)) as conn:  # ek_ as a Bearer key
         assert (await conn.recv()).type == "session.created"
     assert [r.auth for r in server.sessions] == ["subprotocol", "ephemeral", "ephemeral"]
     assert "openai-insecure-api-key.***" in server.sessions[1].headers["sec-websocket-protocol"]
     assert secret.value not in json.dumps([r.to_json() for r in server.sessions])
 
 
-async def test_bad_and_expired_keys_are_refused_at_the_handshake(server):
+async def test_bad_and_expired_keys_are_refused_at_the_handshake(server, sdk):
     with pytest.raises(InvalidStatus) as bad:
-        async with transcription(server, key="sk-wrong"):
+        async with transcription(sdk("sk-wrong")):
             pass
     assert bad.value.response.status_code == 401
     assert json.loads(bad.value.response.body)["error"]["code"] == "invalid_api_key"
 
-    secret = await sdk(server).realtime.client_secrets.create(session={"type": "transcription"})
+    secret = await sdk().realtime.client_secrets.create(session={"type": "transcription"})
     server.client_secrets[secret.value].expires_at = time.time() - 1
     with pytest.raises(InvalidStatus) as expired:
         await RawSocket.open(server, key=secret.value)
@@ -282,8 +293,8 @@ async def test_bad_and_expired_keys_are_refused_at_the_handshake(server):
     assert server.sessions == []
 
 
-async def test_beta_header_is_answered_with_beta_api_retired(server):
-    async with transcription(server, extra_headers={"OpenAI-Beta": "realtime=v1"}) as conn:
+async def test_beta_header_is_answered_with_beta_api_retired(server, sdk):
+    async with transcription(sdk(), extra_headers={"OpenAI-Beta": "realtime=v1"}) as conn:
         error = (await conn.recv()).to_dict()
         with pytest.raises(ConnectionClosedError) as closed:
             await conn.recv()
@@ -293,8 +304,8 @@ async def test_beta_header_is_answered_with_beta_api_retired(server):
     assert server.sessions[0].server_events == ["error"]
 
 
-async def test_model_url_opens_a_conversation_session(server):
-    async with sdk(server).realtime.connect(model="gpt-realtime") as conn:
+async def test_model_url_opens_a_conversation_session(server, sdk):
+    async with sdk().realtime.connect(model="gpt-realtime") as conn:
         created = (await conn.recv()).to_dict()
         await conn.session.update(session={"type": "transcription"})
         error = (await conn.recv()).to_dict()
@@ -312,8 +323,8 @@ async def test_model_url_opens_a_conversation_session(server):
 
 # --- Turns ---------------------------------------------------------------------------------
 
-async def test_server_vad_turns_in_order_with_real_transcripts(server, two_sentences):
-    async with transcription(server) as conn:
+async def test_server_vad_turns_in_order_with_real_transcripts(server, two_sentences, sdk):
+    async with transcription(sdk()) as conn:
         assert (await conn.recv()).type == "session.created"
         await append_all(conn, two_sentences)
         events = await events_until(conn, count(COMPLETED, 2))
@@ -342,8 +353,8 @@ async def test_server_vad_turns_in_order_with_real_transcripts(server, two_sente
     assert len({e["event_id"] for e in events}) == len(events)
 
 
-async def test_manual_commits_clear_and_commit_empty(server, sentence_audio):
-    async with transcription(server) as conn:
+async def test_manual_commits_clear_and_commit_empty(server, sentence_audio, sdk):
+    async with transcription(sdk()) as conn:
         await conn.session.update(session=MANUAL)
         await conn.input_audio_buffer.commit()
         await conn.input_audio_buffer.append(audio=b64(b"\0\0" * 2400))  # 100 ms
@@ -403,8 +414,8 @@ def test_deltas_split_words_and_concatenate():
 
 # --- Faults --------------------------------------------------------------------------------
 
-async def two_manual_turns(server, sentence_audio, until=None) -> list[dict]:
-    async with transcription(server) as conn:
+async def two_manual_turns(sdk, sentence_audio, until=None) -> list[dict]:
+    async with transcription(sdk()) as conn:
         await conn.session.update(session=MANUAL)
         for pcm in sentence_audio[:2]:
             await append_all(conn, pcm)
@@ -413,23 +424,28 @@ async def two_manual_turns(server, sentence_audio, until=None) -> list[dict]:
             lambda events: sum(e["type"] in (COMPLETED, FAILED) for e in events) == 2))
 
 
-async def test_delay_ms_keeps_events_in_order(server, sentence_audio):
-    server.faults.delay_ms = 400
-    async with transcription(server) as conn:
-        await conn.session.update(session=MANUAL)
-        await append_all(conn, sentence_audio[0])
-        await conn.input_audio_buffer.commit()
-        # Sent after the commit, answered before the delayed transcription.
-        await conn.session.update(session={"type": "transcription"})
-        events = await events_until(conn, count(COMPLETED))
-    assert non_deltas(events) == ["session.created", "session.updated", *TURN_MANUAL,
-                                  "session.updated", COMPLETED]
-    check_turn_events(events, events[2]["item_id"], SENTENCES[0])
+async def test_delay_ms_holds_transcriptions_back_but_keeps_order(server, two_sentences, sdk):
+    server.faults.delay_ms = 1000  # far longer than the rest of the audio takes to process
+    async with transcription(sdk()) as conn:
+        await append_all(conn, two_sentences)
+        events = await events_until(conn, count(COMPLETED, 2))
+    committed = [e["item_id"] for e in events if e["type"] == "input_audio_buffer.committed"]
+    completed = [e["item_id"] for e in events if e["type"] == COMPLETED]
+    assert completed == committed
+    # Held back: the second turn was committed before the first one's text arrived.
+    kinds = [(e["type"], e.get("item_id")) for e in events]
+    assert kinds.index(("input_audio_buffer.committed", committed[1])) \
+        < kinds.index((DELTA, committed[0]))
+    for item_id, sentence in zip(committed, SENTENCES[:2], strict=True):
+        mine = [e for e in events if e.get("item_id") == item_id
+                or e.get("item", {}).get("id") == item_id]
+        assert non_deltas(mine) == [*TURN_VAD, COMPLETED]
+        check_turn_events(events, item_id, sentence)
 
 
-async def test_fail_turns_ends_that_turn_in_failed(server, sentence_audio):
+async def test_fail_turns_ends_that_turn_in_failed(server, sentence_audio, sdk):
     server.faults.fail_turns = {2}
-    events = await two_manual_turns(server, sentence_audio)
+    events = await two_manual_turns(sdk, sentence_audio)
     first, second = (e["item_id"] for e in events if e["type"] == "input_audio_buffer.committed")
     check_turn_events(events, first, SENTENCES[0])
     failed = next(e for e in events if e["type"] == FAILED)
@@ -438,9 +454,9 @@ async def test_fail_turns_ends_that_turn_in_failed(server, sentence_audio):
     assert not any(e["type"] in (COMPLETED, DELTA) and e["item_id"] == second for e in events)
 
 
-async def test_out_of_order_swaps_completions_but_not_commits(server, sentence_audio):
+async def test_out_of_order_swaps_completions_but_not_commits(server, sentence_audio, sdk):
     server.faults.out_of_order = True
-    events = await two_manual_turns(server, sentence_audio)
+    events = await two_manual_turns(sdk, sentence_audio)
     committed = [e for e in events if e["type"] == "input_audio_buffer.committed"]
     assert committed[0]["previous_item_id"] is None
     assert committed[1]["previous_item_id"] == committed[0]["item_id"]
@@ -450,9 +466,9 @@ async def test_out_of_order_swaps_completions_but_not_commits(server, sentence_a
         check_turn_events(events, turn["item_id"], sentence)
 
 
-async def test_drop_after_events_cuts_the_connection_without_a_close_frame(server):
+async def test_drop_after_events_cuts_the_connection_without_a_close_frame(server, sdk):
     server.faults.drop_after_events = 2
-    async with transcription(server) as conn:
+    async with transcription(sdk()) as conn:
         await conn.session.update(session=MANUAL)
         seen = []
         with pytest.raises(ConnectionClosedError) as dropped:
@@ -463,9 +479,9 @@ async def test_drop_after_events_cuts_the_connection_without_a_close_frame(serve
     assert server.sessions[0].server_events == seen
 
 
-async def test_session_seconds_expires_the_session(server):
+async def test_session_seconds_expires_the_session(server, sdk):
     server.faults.session_seconds = 1.0
-    async with transcription(server) as conn:
+    async with transcription(sdk()) as conn:
         seen = [event.to_dict() async for event in conn]  # ends when the server closes
     assert [e["type"] for e in seen] == ["session.created", "error"]
     assert seen[1]["error"]["code"] == "session_expired"
@@ -473,29 +489,29 @@ async def test_session_seconds_expires_the_session(server):
     assert server.sessions[0].closed
 
 
-async def test_reject_key_refuses_every_key(server):
+async def test_reject_key_refuses_every_key(server, sdk):
     server.faults.reject_key = True
     with pytest.raises(InvalidStatus) as refused:
-        async with transcription(server):
+        async with transcription(sdk()):
             pass
     assert refused.value.response.status_code == 401
     with pytest.raises(openai.AuthenticationError):
-        await sdk(server).realtime.client_secrets.create()
+        await sdk().realtime.client_secrets.create()
     server.faults.reject_key = False
-    async with transcription(server) as conn:
+    async with transcription(sdk()) as conn:
         assert (await conn.recv()).type == "session.created"
 
 
-async def test_quota_exceeded_refuses_new_sessions(server):
+async def test_quota_exceeded_refuses_new_sessions(server, sdk):
     server.faults.quota_exceeded = True
-    async with transcription(server) as conn:
+    async with transcription(sdk()) as conn:
         error = (await conn.recv()).to_dict()
         with pytest.raises(ConnectionClosed):
             await conn.recv()
     assert error["error"]["code"] == "insufficient_quota"
     assert error["error"]["type"] == "insufficient_quota"
     with pytest.raises(openai.RateLimitError) as quota:
-        await sdk(server).realtime.client_secrets.create()
+        await sdk().realtime.client_secrets.create()
     assert quota.value.code == "insufficient_quota"
 
 
@@ -568,15 +584,22 @@ class SpeechTrack(AudioStreamTrack):
         return frame
 
 
-async def test_webrtc_call_transcribes_the_audio_track(server, sentence_audio):
-    secret = await sdk(server).realtime.client_secrets.create(session={"type": "transcription"})
+async def offer_with_speech(pcm24k: bytes) -> tuple[RTCPeerConnection, asyncio.Queue[dict]]:
+    """A browser-like peer: one audio track, then the `oai-events` channel, offer ready."""
     pc = RTCPeerConnection()
-    pc.addTrack(SpeechTrack(sentence_audio[1] + b"\0" * 48000))
+    pc.addTrack(SpeechTrack(pcm24k))
     channel = pc.createDataChannel("oai-events")
     events: asyncio.Queue[dict] = asyncio.Queue()
     channel.on("message", lambda message: events.put_nowait(json.loads(message)))
+    await pc.setLocalDescription(await pc.createOffer())
+    return pc, events
+
+
+async def test_webrtc_call_transcribes_the_audio_track(server, sentence_audio, sdk):
+    secret = await sdk().realtime.client_secrets.create(session={"type": "transcription"})
+    pc, events = await offer_with_speech(sentence_audio[1] + b"\0" * 48000)
+    channel = pc.sctp and next(iter(pc._RTCPeerConnection__sctp._data_channels.values()), None)
     try:
-        await pc.setLocalDescription(await pc.createOffer())
         async with httpx.AsyncClient() as http:
             reply = await http.post(f"{server.base_url}/realtime/calls",
                                     content=pc.localDescription.sdp,
@@ -588,19 +611,50 @@ async def test_webrtc_call_transcribes_the_audio_track(server, sentence_audio):
         assert reply.status_code == 201
         assert reply.headers["content-type"].startswith("application/sdp")
         call_id = reply.headers["location"].rsplit("/", 1)[1]
+        assert reply.headers["location"] == f"/v1/realtime/calls/{call_id}"
         assert call_id.startswith("rtc_")
         assert refused.status_code == 401
         assert refused.json()["error"]["code"] == "invalid_api_key"
         await pc.setRemoteDescription(RTCSessionDescription(reply.text, "answer"))
-        seen: list[dict] = []
-        async with asyncio.timeout(30):
-            while not seen or seen[-1]["type"] != COMPLETED:
-                seen.append(await events.get())
+        # A server joins the call with the standard key (sideband) and sees the same turn.
+        async with sdk().realtime.connect(call_id=call_id) as sideband:
+            seen = [await asyncio.wait_for(events.get(), 10)]
+            assert seen[0]["type"] == "session.created"
+            channel.send(json.dumps({"type": "session.update", "session": {
+                "type": "transcription",
+                "audio": {"input": {"transcription": {"language": "en"}}}}}))
+            async with asyncio.timeout(30):
+                while seen[-1]["type"] != COMPLETED:
+                    seen.append(await events.get())
+            joined = await events_until(sideband, count(COMPLETED))
     finally:
         await pc.close()
-    assert non_deltas(seen) == ["session.created", *TURN_VAD, COMPLETED]
+    updated = [e for e in seen if e["type"] == "session.updated"]
+    assert updated[0]["session"]["audio"]["input"]["transcription"]["language"] == "en"
+    turn = [e for e in seen if e["type"] != "session.updated"]
+    assert non_deltas(turn) == ["session.created", *TURN_VAD, COMPLETED]
     check_turn_events(seen, seen[-1]["item_id"], SENTENCES[1])
+    assert joined[-1]["transcript"] == seen[-1]["transcript"]
     record = server.sessions[0]
     assert record.transport == "webrtc" and record.auth == "ephemeral"
-    assert record.call_id == call_id
+    assert record.call_id == call_id and record.sideband_connections == 1
+    assert record.client_events == ["session.update"]
     await server.wait_until(lambda: record.closed)  # the client hung up: the server closes
+
+
+async def test_sdk_creates_and_hangs_up_a_call_with_the_standard_key(server, sdk):
+    pc, _ = await offer_with_speech(b"")
+    client = sdk()
+    try:
+        reply = await client.realtime.calls.with_raw_response.create(
+            sdp=pc.localDescription.sdp, session={"type": "realtime", "model": "gpt-realtime"})
+        answer = reply.content.decode()
+        call_id = reply.headers["location"].rsplit("/", 1)[1]
+        assert reply.status_code == 201 and answer.startswith("v=0")
+        await client.realtime.calls.hangup(call_id)
+    finally:
+        await pc.close()
+    record = server.sessions[0]
+    assert (record.kind, record.auth, record.call_id) == ("realtime", "bearer", call_id)
+    assert record.config["model"] == "gpt-realtime"
+    assert record.closed

@@ -175,8 +175,9 @@ class OpenAIStream:
             raise EngineFailed(UPSTREAM_UNAVAILABLE,
                                f"OpenAI cannot be reached ({type(error).__name__}).") from None
         upstream = Upstream(connection, offset_ms)
-        await connection.session.update(session=self.config)
         upstream.reader = asyncio.create_task(self._read(upstream))
+        with contextlib.suppress(ConnectionClosed):  # e.g. refused at once: the reader says why
+            await connection.session.update(session=self.config)
         return upstream
 
     def _rotation_due(self) -> bool:
