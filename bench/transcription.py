@@ -807,77 +807,96 @@ TURN_DETECTION_OFF = {"type": "session.update", "session": {
     "type": "transcription", "audio": {"input": {"turn_detection": None}}}}
 
 
-SETTLE_S = 1.0  # after a sentence's appends, before its commit: the engine has decoded them
+SETTLE_S = 0.5  # after a sentence's appends, before its commit: the engine has decoded them
 
 
-async def commit_latencies(speaker: RealtimeSpeaker, spoken: Spoken) -> list[tuple[float, float]]:
-    """Per sentence: its audio in 100 ms appends at once, SETTLE_S, then a commit; returns
-    (commit -> committed, commit -> completed) in seconds."""
-    await speaker.send(TURN_DETECTION_OFF)
-    out = []
-    pad = round(0.3 * RATE) * 2  # a little silence around each sentence
-    for start, end in spoken.spans:
-        a, b = max(0, round(start * RATE) * 2 - pad), round(end * RATE) * 2 + pad
-        for chunk in chunks(spoken.pcm[a:b], 0.1):
-            await speaker.send({"type": "input_audio_buffer.append",
-                                "audio": base64.b64encode(chunk).decode()})
-        await asyncio.sleep(SETTLE_S)
-        before = set(speaker.turns)
-        sent = time.monotonic()
-        await speaker.send({"type": "input_audio_buffer.commit"})
+async def commit_one(speaker: RealtimeSpeaker, pcm: bytes) -> tuple[float, float] | None:
+    """Appends of `pcm` at once, SETTLE_S, a commit: (commit -> committed, -> completed) s."""
+    for chunk in chunks(pcm, 0.1):
+        await speaker.send({"type": "input_audio_buffer.append",
+                            "audio": base64.b64encode(chunk).decode()})
+    await asyncio.sleep(SETTLE_S)
+    before = set(speaker.turns)
+    sent = time.monotonic()
+    await speaker.send({"type": "input_audio_buffer.commit"})
 
-        def new_turn(before: set[str] = before) -> Turn | None:
-            return next((t for i, t in speaker.turns.items()
-                         if i not in before and t.completed_at), None)
+    def new_turn() -> Turn | None:
+        return next((t for i, t in speaker.turns.items() if i not in before and t.completed_at),
+                    None)
 
-        await wait_for(lambda: new_turn() is not None, timeout=30)
-        turn = new_turn()
-        if turn is not None and turn.committed_at is not None:
-            out.append((turn.committed_at - sent, turn.completed_at - sent))
+    await wait_for(lambda: new_turn() is not None, timeout=30)
+    turn = new_turn()
+    if turn is None or turn.committed_at is None:
+        return None
+    return turn.committed_at - sent, turn.completed_at - sent
+
+
+async def interleaved_commits(paths: dict[str, RealtimeSpeaker], spoken: Spoken,
+                              rounds: int) -> dict[str, list[tuple[float, float] | None]]:
+    """Each sentence (with 0.3 s of its silence either side) on every path in turn."""
+    for speaker in paths.values():
+        await speaker.send(TURN_DETECTION_OFF)
+    out: dict[str, list] = {name: [] for name in paths}
+    pad = round(0.3 * RATE) * 2
+    for _ in range(rounds):
+        for start, end in spoken.spans:
+            pcm = spoken.pcm[max(0, round(start * RATE) * 2 - pad):round(end * RATE) * 2 + pad]
+            for name, speaker in paths.items():
+                out[name].append(await commit_one(speaker, pcm))
     return out
 
 
-def transcript_wer(speaker: RealtimeSpeaker, spoken: Spoken) -> float:
+def transcript_wer(speaker: RealtimeSpeaker, sentences: list[str]) -> float:
     text = " ".join(t.transcript for t in speaker.turns.values() if t.completed_at)
-    return word_error_rate(" ".join(spoken.sentences), text)
+    return word_error_rate(" ".join(sentences), text)
 
 
 async def part_proxy(args, lm_path: Path) -> None:
-    header("proxy", "proxy overhead per event: commit -> completed, direct vs through Parley")
-    spoken = speak(SENTENCES[: args.sentences], "en-us", 1.0)
+    header("proxy", "proxy overhead per event: commit -> committed/completed, direct vs Parley")
+    spoken = speak(SENTENCES, "en-us", 1.0)
     setup = Setup.start(args, None if args.general_model else lm_path,
                         {"TRANSCRIPTION_TURN_DETECTION": "none"})
     try:
-        print(f"load shape: {setup.describe()}; {len(spoken.spans)} sentences (en-us), each "
-              f"sent at once in 100 ms appends, committed {SETTLE_S:g} s later (turn detection "
-              "off), the next one after its completed; (a) straight to the stand-in's "
+        print(f"load shape: {setup.describe()}; {len(spoken.spans)} sentences (en-us) x "
+              f"{args.proxy_rounds} rounds, each sent at once in 100 ms appends and committed "
+              f"{SETTLE_S:g} s later (turn detection off), the next after its completed, "
+              "alternating between two open sessions: (a) straight to the stand-in's "
               "/v1/realtime?intent=transcription with its API key, (b) through Parley's "
               "/v1/realtime with a minted key", flush=True)
+        slug = await create_public_room(setup.server.base_url, "proxy bench")
         direct = RealtimeSpeaker(f"{setup.standin.ws_base_url}/realtime?intent=transcription",
                                  setup.standin.api_key)
         await direct.connect()
-        direct_s = await commit_latencies(direct, spoken)
-        await direct.close()
-        slug = await create_public_room(setup.server.base_url, "proxy bench")
-        proxied = await new_speaker(setup, slug, "Speaker")
-        proxied_s = await commit_latencies(proxied, spoken)
-        await proxied.close()
-        print(f"{'path':14} {'n':>3} {'commit -> committed ms p50/p95':>31} "
-              f"{'commit -> completed ms p50/p95':>31}", flush=True)
-        for name, values in (("direct", direct_s), ("through Parley", proxied_s)):
-            committed, completed = [v[0] * 1000 for v in values], [v[1] * 1000 for v in values]
-            print(f"{name:14} {len(values):>3} {med(committed):>23.1f} / "
-                  f"{pct(committed, 0.95):5.1f} {med(completed):>23.1f} / "
-                  f"{pct(completed, 0.95):5.1f}", flush=True)
-        for index, event in ((0, "committed"), (1, "completed")):
-            a, b = [v[index] for v in direct_s], [v[index] for v in proxied_s]
-            print(f"proxy overhead per event ({event}): p50 {(med(b) - med(a)) * 1000:+.1f} ms, "
-                  f"p95 {(pct(b, 0.95) - pct(a, 0.95)) * 1000:+.1f} ms", flush=True)
-        print(f"errors: direct {len(direct.errors)}, through Parley {len(proxied.errors)}; "
-              f"WER direct {transcript_wer(direct, spoken):.1%}, through Parley "
-              f"{transcript_wer(proxied, spoken):.1%}", flush=True)
+        paths = {"direct": direct, "through Parley": await new_speaker(setup, slug, "Speaker")}
+        results = await interleaved_commits(paths, spoken, args.proxy_rounds)
+        for speaker in paths.values():
+            await speaker.close()
+        report_proxy(paths, results, spoken.sentences * args.proxy_rounds)
     finally:
         setup.stop()
+
+
+def report_proxy(paths: dict[str, RealtimeSpeaker],
+                 results: dict[str, list[tuple[float, float] | None]],
+                 sentences: list[str]) -> None:
+    print(f"{'path':14} {'n':>3} {'commit -> committed ms p50/p95':>31} "
+          f"{'commit -> completed ms p50/p95':>31} {'errors':>6} {'WER':>6}", flush=True)
+    for name, values in results.items():
+        ok = [v for v in values if v is not None]
+        committed, completed = [v[0] * 1000 for v in ok], [v[1] * 1000 for v in ok]
+        print(f"{name:14} {len(ok):>3} {med(committed):>23.1f} / {pct(committed, 0.95):5.1f} "
+              f"{med(completed):>23.1f} / {pct(completed, 0.95):5.1f} "
+              f"{len(paths[name].errors):>6} {transcript_wer(paths[name], sentences):>6.1%}",
+              flush=True)
+    direct, proxied = results["direct"], results["through Parley"]
+    for index, event in ((0, "committed"), (1, "completed")):
+        a = [d[index] for d in direct if d is not None]
+        b = [p[index] for p in proxied if p is not None]
+        paired = [(p[index] - d[index]) * 1000 for d, p in zip(direct, proxied, strict=True)
+                  if d is not None and p is not None]
+        print(f"proxy overhead per event ({event}): p50 {(med(b) - med(a)) * 1000:+.1f} ms, "
+              f"p95 {(pct(b, 0.95) - pct(a, 0.95)) * 1000:+.1f} ms; paired per sentence "
+              f"p50 {med(paired):+.1f} ms, p95 {pct(paired, 0.95):+.1f} ms", flush=True)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -899,6 +918,7 @@ def main() -> None:
     parser.add_argument("--duration", type=float, default=20.0)
     parser.add_argument("--chunk-ms", type=int, default=100)
     parser.add_argument("--engine-gap", type=float, default=1.0)
+    parser.add_argument("--proxy-rounds", type=int, default=2)
     args = parser.parse_args()
     default = "engine,captions,speakers" if args.engine == "offline" else "captions,speakers,proxy"
     parts = (args.parts or default).split(",")

@@ -584,7 +584,8 @@ class SpeechTrack(AudioStreamTrack):
         return frame
 
 
-async def offer_with_speech(pcm24k: bytes) -> tuple[RTCPeerConnection, asyncio.Queue[dict]]:
+async def offer_with_speech(pcm24k: bytes) -> tuple[RTCPeerConnection, Any,
+                                                    asyncio.Queue[dict]]:
     """A browser-like peer: one audio track, then the `oai-events` channel, offer ready."""
     pc = RTCPeerConnection()
     pc.addTrack(SpeechTrack(pcm24k))
@@ -592,13 +593,12 @@ async def offer_with_speech(pcm24k: bytes) -> tuple[RTCPeerConnection, asyncio.Q
     events: asyncio.Queue[dict] = asyncio.Queue()
     channel.on("message", lambda message: events.put_nowait(json.loads(message)))
     await pc.setLocalDescription(await pc.createOffer())
-    return pc, events
+    return pc, channel, events
 
 
 async def test_webrtc_call_transcribes_the_audio_track(server, sentence_audio, sdk):
     secret = await sdk().realtime.client_secrets.create(session={"type": "transcription"})
-    pc, events = await offer_with_speech(sentence_audio[1] + b"\0" * 48000)
-    channel = pc.sctp and next(iter(pc._RTCPeerConnection__sctp._data_channels.values()), None)
+    pc, channel, events = await offer_with_speech(sentence_audio[1] + b"\0" * 48000)
     try:
         async with httpx.AsyncClient() as http:
             reply = await http.post(f"{server.base_url}/realtime/calls",
@@ -643,7 +643,7 @@ async def test_webrtc_call_transcribes_the_audio_track(server, sentence_audio, s
 
 
 async def test_sdk_creates_and_hangs_up_a_call_with_the_standard_key(server, sdk):
-    pc, _ = await offer_with_speech(b"")
+    pc, _, _ = await offer_with_speech(b"")
     client = sdk()
     try:
         reply = await client.realtime.calls.with_raw_response.create(

@@ -510,7 +510,7 @@ class _Recogniser:
         self.pts = 0
         self.decoder.start_utt()
 
-    def _resample(self, pcm: bytes | None) -> bytes:
+    def _resample(self, pcm: bytes | bytearray | None) -> bytes:
         assert self.resampler is not None
         frame = None
         if pcm:
@@ -522,7 +522,7 @@ class _Recogniser:
         return b"".join(bytes(out.planes[0])[:out.samples * BYTES_PER_SAMPLE]
                         for out in self.resampler.resample(frame))
 
-    def _process(self, pcm: bytes) -> None:
+    def _process(self, pcm: bytearray) -> None:
         data = self._resample(pcm)
         if data:
             self.decoder.process_raw(data, False, False)
@@ -691,6 +691,8 @@ class _Session:
                 task.cancel()
         self.recogniser.close()
         self.server._live.discard(self)
+        if self.record.call_id is not None:
+            self.server.calls.pop(self.record.call_id, None)
         self.server._touch()
 
     def _spawn(self, coro: Any) -> None:
@@ -779,8 +781,12 @@ class _Session:
 
     def _take(self, turn: _Turn, pcm: bytes, ops: list[tuple]) -> None:
         turn.bytes_fed += len(pcm)
-        if turn.transcribe and pcm:
-            ops.append(("audio", pcm))
+        if not (turn.transcribe and pcm):
+            return
+        if ops and ops[-1][0] == "audio":  # one resampler call per run of frames
+            ops[-1][1].extend(pcm)
+        else:
+            ops.append(("audio", bytearray(pcm)))
 
     async def _feed(self, pcm: bytes) -> None:
         ops: list[tuple] = []
@@ -969,6 +975,7 @@ class StandinServer:
         self.calls: dict[str, _Session] = {}
         self.port = 0
         self.host = "127.0.0.1"
+        self.loop: asyncio.AbstractEventLoop | None = None  # the loop serving it (threads)
         self._live: set[_Session] = set()
         self._peer_connections: set[Any] = set()
         self._runner: web.AppRunner | None = None
@@ -985,6 +992,7 @@ class StandinServer:
 
     async def start(self, host: str = "127.0.0.1", port: int = 0) -> None:
         self._changed = asyncio.Event()
+        self.loop = asyncio.get_running_loop()
         if self.lm_path and self._dict_path is None:
             self._dict_path = await asyncio.to_thread(lm_dictionary, self.lm_path)
         app = web.Application(client_max_size=MAX_EVENT_BYTES)
@@ -1322,12 +1330,7 @@ async def _offer_of(request: web.Request) -> tuple[str, Any]:
         return await request.text(), None
     if request.content_type == "multipart/form-data":
         form = await request.post()
-        sdp = form.get("sdp")
-        session = form.get("session")
-        if not isinstance(sdp, str):
-            sdp = sdp.file.read().decode() if sdp is not None else None
-        if session is not None and not isinstance(session, str):
-            session = session.file.read().decode()
+        sdp, session = _form_text(form.get("sdp")), _form_text(form.get("session"))
         if not sdp:
             raise ApiError("missing_required_parameter", "Missing required parameter: 'sdp'.",
                            param="sdp")
@@ -1338,6 +1341,15 @@ async def _offer_of(request: web.Request) -> tuple[str, Any]:
                            param="session") from None
     raise ApiError("invalid_request", "Expected Content-Type application/sdp or "
                    "multipart/form-data.", status=415)
+
+
+def _form_text(value: Any) -> str | None:
+    """A multipart field as text, whether aiohttp gave a str, bytes or a file part."""
+    if value is None or isinstance(value, str):
+        return value
+    if isinstance(value, bytes | bytearray):
+        return bytes(value).decode()
+    return value.file.read().decode()
 
 
 async def _consume_audio(track: Any, session: _Session) -> None:
