@@ -1,11 +1,12 @@
 from django.urls import path
 
-from . import views
+from . import calls, views
 
 urlpatterns = [
     path("rooms/<slug:slug>/transcript.json", views.recent_transcript, name="recent_transcript"),
     path("rooms/<slug:slug>/captions/", views.captions_page, name="captions"),
     path("rooms/<slug:slug>/transcript.<str:extension>", views.transcript, name="transcript"),
+    path("v1/realtime/calls", calls.create_call, name="realtime_calls"),
     path("api/transcription-session", views.transcription_session,
          name="transcription_session"),
 ]

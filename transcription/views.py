@@ -15,12 +15,12 @@ from rooms.identity import participant_for, public_id_for
 from rooms.models import Room
 from rooms.views import enter_room
 
-from . import engines
+from . import engines, upstream
 from .formats import FORMATS
 from .keys import KeyGrant, mint_key
 from .models import CaptionSegment
 
-MODES = ("proxy",)  # "webrtc" and "websocket" (browser-direct) come with issue 6
+MODES = ("proxy", "websocket", "webrtc")
 # Keys per browser session per minute: a page asks for one per connection; more is a loop.
 MINT_LIMIT_PER_MINUTE = 10
 
@@ -79,36 +79,54 @@ def captions_page(request: HttpRequest, slug: str):
 
 @require_POST
 def transcription_session(request: HttpRequest):
-    """Mint a short-lived key for the Realtime-compatible socket, for a member of a room.
+    """Mint a short-lived key for a member of a room, for one transcription mode.
 
-    Body (JSON or form): `room` (slug), `mode` ("proxy"). CSRF-protected like every POST.
-    Answers as OpenAI's client secrets do (`value`, `expires_at`) plus `websocket_url`.
+    Body (JSON or form): `room` (slug), `mode`: "proxy" (Parley's /v1/realtime socket),
+    "websocket" or "webrtc" (the browser talks to OpenAI directly with an ephemeral client
+    secret when OPENAI_API_KEY is set, else to Parley's own endpoints of the same protocol).
+    CSRF-protected like every POST. Answers as OpenAI's client secrets do (`value`,
+    `expires_at`, `session`) plus the URLs to use and whether the page must relay transcripts
+    to the room (`relay_captions`: only when OpenAI, not Parley, transcribes).
     """
     try:
         body = json.loads(request.body) if request.content_type == "application/json" \
             else request.POST.dict()
     except ValueError:
-        return JsonResponse({"error": {"code": "invalid_json"}}, status=400)
+        return _error(400, "invalid_json", "The body is not valid JSON.")
     slug, mode = body.get("room"), body.get("mode", "proxy")
     if not isinstance(slug, str) or mode not in MODES:
-        return JsonResponse({"error": {"code": "invalid_request",
-                                       "message": "Send 'room' and mode 'proxy'."}}, status=400)
+        return _error(400, "invalid_request",
+                      f"Send 'room' (a slug) and 'mode' (one of {', '.join(MODES)}).")
     room = get_object_or_404(Room, slug=slug)
     participant = participant_for(request.session, request.user, room)
     if participant is None:
-        return JsonResponse({"error": {"code": "forbidden"}}, status=403)
+        return _error(403, "forbidden", "Only members of the room may transcribe in it.")
     if not _within_rate(request.session):
-        return JsonResponse({"error": {"code": "rate_limited",
-                                       "message": "Too many keys; wait a minute."}}, status=429)
+        return _error(429, "rate_limited", "Too many keys; wait a minute.")
+    if mode != "proxy" and engines.engine_name() == "openai":
+        try:
+            secret = upstream.mint_client_secret()
+        except upstream.UpstreamRefused as refusal:
+            return _error(502, refusal.code, str(refusal))
+        return JsonResponse({**secret, "mode": mode, "provider": "openai",
+                             "relay_captions": True, **upstream.urls()})
     value, expires_at = mint_key(KeyGrant(room.pk, participant.key, participant.name))
-    scheme = "wss" if request.is_secure() else "ws"
+    secure = request.is_secure()
+    host = request.get_host()
     return JsonResponse({
         "value": value,
         "expires_at": expires_at,
         "session": {"type": "transcription", "room": room.slug},
         "mode": mode,
-        "websocket_url": f"{scheme}://{request.get_host()}/v1/realtime?intent=transcription",
+        "provider": "parley",
+        "relay_captions": False,  # Parley's endpoints share and store the captions themselves
+        "websocket_url": f"{'wss' if secure else 'ws'}://{host}/v1/realtime?intent=transcription",
+        "calls_url": f"{'https' if secure else 'http'}://{host}/v1/realtime/calls",
     })
+
+
+def _error(status: int, code: str, message: str) -> JsonResponse:
+    return JsonResponse({"error": {"code": code, "message": message}}, status=status)
 
 
 def _within_rate(session) -> bool:

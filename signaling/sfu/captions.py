@@ -8,15 +8,13 @@ import asyncio
 import contextlib
 import logging
 
-import av
-
 from transcription import engines
+from transcription.audio import pcm_from_track
 from transcription.captions import SpeakerCaptions
 
 from .media import Publication
 
 log = logging.getLogger(__name__)
-ENGINE_RATE = 24000  # what every Parley engine takes: PCM16 mono 24 kHz
 
 
 class CallCaptions:
@@ -50,16 +48,10 @@ class CallCaptions:
         stream = engines.open_stream(events.put_nowait)
         sink = SpeakerCaptions(self.room_id, speaker_key, speaker_name, stream.engine)
         relay = asyncio.create_task(_relay(events, sink))
-        resampler = av.AudioResampler(format="s16", layout="mono", rate=ENGINE_RATE)
-        track = publication.decoded()
         try:
             await stream.start()
-            while True:
-                frame = await track.recv()
-                pcm = b"".join(bytes(out.planes[0])[: out.samples * 2]
-                               for out in resampler.resample(frame))
-                if pcm:
-                    await stream.feed(pcm)
+            async for pcm in pcm_from_track(publication.decoded()):
+                await stream.feed(pcm)
         except asyncio.CancelledError:
             raise
         except engines.EngineFailed as failure:  # reported to the room as a caption error

@@ -35,6 +35,13 @@ Choices where the real API is unknown or the brief left it open:
   its events from then on.
 - Streaming models (`gpt-realtime-whisper`, `gpt-live-transcribe`) give text after a commit like
   the others (real time-to-first-delta is not modelled).
+- With a language model, the decoder gets a dictionary of just the model's words (see
+  `lm_dictionary`): the full dictionary makes each decoder take 9-13 s to load.
+
+For tests: `StandinServer.wait_for_sessions()` and `wait_until(predicate)` are event-based and
+run on the server's loop (`server.loop`; for `standin_in_thread` use
+`asyncio.run_coroutine_threadsafe(..., server.loop)`). `server.client_secrets[value].expires_at`
+can be moved into the past to expire an ek_ key without waiting.
 """
 
 from __future__ import annotations
@@ -264,8 +271,8 @@ def _reject_unknown(value: dict[str, Any], allowed: frozenset[str] | set[str],
                     param: str) -> None:
     for key in value:
         if key not in allowed:
-            raise ApiError("unknown_parameter", f"Unknown parameter: '{param}.{key}'.",
-                           param=f"{param}.{key}")
+            path = f"{param}.{key}" if param else key
+            raise ApiError("unknown_parameter", f"Unknown parameter: '{path}'.", param=path)
 
 
 def apply_session_update(current: dict[str, Any], update: Any) -> dict[str, Any]:
@@ -1088,7 +1095,7 @@ class StandinServer:
             if self.faults.quota_exceeded:
                 raise _quota()
             body = await _json_body(request)
-            _reject_unknown(body, {"expires_after", "session"}, "body")
+            _reject_unknown(body, {"expires_after", "session"}, "")
             seconds = 600
             if "expires_after" in body:
                 expires = _require_dict(body["expires_after"], "expires_after")

@@ -1,0 +1,213 @@
+"""`POST /v1/realtime/calls`: the Realtime API's WebRTC entry point, answered by Parley.
+
+When Parley transcribes (no OPENAI_API_KEY, or a browser asking Parley rather than OpenAI),
+the WebRTC mode still works: the browser posts its SDP offer (one microphone track, a data
+channel named `oai-events`) with a key from `POST /api/transcription-session`, as it would to
+OpenAI, and gets `201` with the SDP answer and a `Location`. Parley's aiortc peer receives
+the Opus audio, decodes and resamples it to PCM16 24 kHz for the configured engine, and sends
+the engine's server events on `oai-events`; client events (`session.update`) come back on
+it. The words become the room's shared, stored captions as on the proxy socket.
+
+Lifetimes: a RealtimeCall owns its peer connection, its engine stream and two tasks (audio in,
+events out). It ends when the data channel or the connection closes or fails, or after
+MAX_CALL_SECONDS; ending closes all of them. Live calls are kept in CALLS (per process).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import contextvars
+import json
+import logging
+import secrets
+
+from aiortc import RTCSessionDescription
+from django.conf import settings
+from django.http import HttpRequest, HttpResponse, JsonResponse
+from django.views.decorators.csrf import csrf_exempt
+
+from signaling.sfu.room import peer_connection
+
+from . import captions, engines, realtime
+from .audio import pcm_from_track
+from .consumers import presented_key
+from .keys import KeyGrant, check_key
+
+log = logging.getLogger(__name__)
+
+EVENTS_CHANNEL = "oai-events"
+MAX_OFFER_BYTES = 64 * 1024
+MAX_CALL_SECONDS = 60 * 60  # as an OpenAI session
+CONNECT_TIMEOUT = 30  # a call whose media never arrives is closed after this
+CALLS: dict[str, RealtimeCall] = {}
+
+
+class RealtimeCall:
+    def __init__(self, grant: KeyGrant):
+        self.id = "rtc_" + secrets.token_hex(12)
+        self.grant = grant
+        self.pc = peer_connection(_ice_servers())
+        self.channel = None
+        self.unsent: list[str] = []  # events made before the data channel opened
+        self.events: asyncio.Queue[dict] = asyncio.Queue()
+        self.stream = engines.open_stream(self.events.put_nowait)
+        self.captions = captions.SpeakerCaptions(grant.room_id, grant.speaker_key,
+                                                 grant.speaker_name, self.stream.engine)
+        self.tasks: set[asyncio.Task] = set()
+        self.connected = asyncio.Event()
+        self.ended = asyncio.Event()
+
+    async def answer(self, offer_sdp: str) -> str:
+        self.pc.on("datachannel", self._on_channel)
+        self.pc.on("track", self._on_track)
+        self.pc.on("connectionstatechange", self._on_state)
+        await self.pc.setRemoteDescription(RTCSessionDescription(offer_sdp, "offer"))
+        await self.pc.setLocalDescription(await self.pc.createAnswer())
+        await self.stream.start()
+        self._spawn(self._relay())
+        self._spawn(self._expire())
+        return self.pc.localDescription.sdp
+
+    def _spawn(self, coroutine) -> None:
+        task = asyncio.get_running_loop().create_task(coroutine)
+        self.tasks.add(task)
+        task.add_done_callback(self.tasks.discard)
+
+    def _on_channel(self, channel) -> None:
+        if channel.label != EVENTS_CHANNEL:
+            return
+        self.channel = channel
+        for text in self.unsent:
+            channel.send(text)
+        self.unsent.clear()
+        channel.on("message", lambda message: self._spawn(self._client_event(message)))
+        channel.on("close", lambda: self._spawn(self.end()))
+
+    def _on_track(self, track) -> None:
+        if track.kind == "audio":
+            self._spawn(self._transcribe(track))
+
+    async def _on_state(self) -> None:
+        if self.pc.connectionState == "connected":
+            self.connected.set()
+        elif self.pc.connectionState in ("failed", "closed"):
+            await self.end()
+
+    async def _transcribe(self, track) -> None:
+        with contextlib.suppress(Exception):  # the track ends when the call does
+            async for pcm in pcm_from_track(track):
+                await self.stream.feed(pcm)
+
+    async def _client_event(self, message) -> None:
+        text = message if isinstance(message, str) else None
+        binary = message if isinstance(message, bytes) else None
+        try:
+            event = realtime.parse_client_event(text, binary)
+            if isinstance(event, realtime.SessionUpdate):
+                await self.stream.update(event.session)
+            elif isinstance(event, realtime.Commit):
+                await self.stream.commit()
+            elif isinstance(event, realtime.Clear):
+                await self.stream.clear()
+            else:  # over WebRTC the audio is the track
+                raise realtime.RealtimeError(
+                    "invalid_value", "Audio travels on the media track in a WebRTC call.",
+                    param="type")
+        except realtime.RealtimeError as error:
+            self._send(error.event())
+        except engines.EngineFailed:
+            pass  # reported through the events
+
+    async def _relay(self) -> None:
+        while True:
+            event = await self.events.get()
+            if event["type"] == "parley.stream_failed":
+                await self.end()
+                return
+            if "event_id" not in event:
+                event = realtime.server_event(event["type"], **{
+                    k: v for k, v in event.items() if k != "type"})
+            self._send(event)
+            try:
+                await self.captions.handle(event)
+            except Exception:
+                log.exception("caption handling failed")
+
+    def _send(self, event: dict) -> None:
+        text = json.dumps(event)
+        if self.channel is not None and self.channel.readyState == "open":
+            self.channel.send(text)
+        elif self.channel is None:
+            self.unsent.append(text)
+
+    async def _expire(self) -> None:
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(self.connected.wait(), CONNECT_TIMEOUT)
+            await asyncio.wait_for(self.ended.wait(), MAX_CALL_SECONDS)
+        if not self.ended.is_set():
+            await self.end()
+
+    async def end(self) -> None:
+        if self.ended.is_set():
+            return
+        self.ended.set()
+        CALLS.pop(self.id, None)
+        with contextlib.suppress(Exception):
+            await self.stream.close()  # the last turn's events still reach the captions
+        while not self.events.empty():
+            event = self.events.get_nowait()
+            with contextlib.suppress(Exception):
+                await self.captions.handle(event)
+        await self.pc.close()
+        current = asyncio.current_task()
+        for task in list(self.tasks):
+            if task is not current:
+                task.cancel()
+
+
+def _ice_servers() -> list:
+    from aiortc import RTCIceServer
+
+    return [RTCIceServer(**server) for server in settings.ICE_SERVERS]
+
+
+@csrf_exempt  # an API authenticated by its bearer key, as OpenAI's
+async def create_call(request: HttpRequest) -> HttpResponse:
+    if request.method != "POST":
+        return _error(405, "method_not_allowed", "POST an SDP offer.")
+    key = presented_key({"headers": [(name.lower().encode(), value.encode())
+                                     for name, value in request.headers.items()]})
+    grant = check_key(key) if key else None
+    if grant is None:
+        return _error(401, "invalid_api_key", "Missing, invalid or expired transcription key.",
+                      kind="authentication_error")
+    if request.content_type != "application/sdp":
+        return _error(400, "invalid_value", "Send the SDP offer as application/sdp.",
+                      param="Content-Type")
+    if len(request.body) > MAX_OFFER_BYTES or b"m=audio" not in request.body:
+        return _error(400, "invalid_value", "The offer needs an audio section (and is at "
+                                            f"most {MAX_OFFER_BYTES} bytes).", param="sdp")
+    call = RealtimeCall(grant)
+    # The call outlives this request: its tasks (and aiortc's) must not inherit the request's
+    # context, whose thread-sensitive executor for database calls ends with the request.
+    detached = asyncio.get_running_loop().create_task(
+        call.answer(request.body.decode("utf-8", "replace")), context=contextvars.Context())
+    try:
+        answer = await detached
+    except engines.EngineFailed as failure:
+        await call.end()
+        return _error(502, failure.code, str(failure), kind="server_error")
+    except ValueError as error:  # aiortc rejects the SDP
+        await call.end()
+        return _error(400, "invalid_value", f"Bad SDP offer: {error}", param="sdp")
+    CALLS[call.id] = call
+    response = HttpResponse(answer, status=201, content_type="application/sdp")
+    response["Location"] = f"/v1/realtime/calls/{call.id}"
+    return response
+
+
+def _error(status: int, code: str, message: str, *, kind: str = "invalid_request_error",
+           param: str | None = None) -> JsonResponse:
+    return JsonResponse({"error": {"message": message, "type": kind, "param": param,
+                                   "code": code}}, status=status)
