@@ -24,6 +24,7 @@ websocket_urlpatterns = [
     *rooms.routing.websocket_urlpatterns,
     *signaling.routing.websocket_urlpatterns,
     *signaling.sfu.routing.websocket_urlpatterns,
+    *transcription.routing.room_websocket_urlpatterns,
 ]
 
 room_sockets = AllowedHostsOriginValidator(AuthMiddlewareStack(URLRouter(websocket_urlpatterns)))

@@ -194,6 +194,10 @@ PARLEY = {
     "SIGNAL_MAX_SDP_CHARS": 64 * 1024,
     "SIGNAL_RATE_BURST": int(env_number("PARLEY_SIGNAL_RATE_BURST", 80)),
     "SIGNAL_RATE_PER_SECOND": env_number("PARLEY_SIGNAL_RATE_PER_SECOND", 20),
+    # Client-reported captions (ws/captions/<slug>/): a turn is a handful of events, deltas
+    # come a few per second.
+    "CAPTION_RATE_BURST": int(env_number("PARLEY_CAPTION_RATE_BURST", 40)),
+    "CAPTION_RATE_PER_SECOND": env_number("PARLEY_CAPTION_RATE_PER_SECOND", 20),
 }
 
 # WebRTC ICE servers handed to pages (JSON list of RTCIceServer dicts). Empty: host

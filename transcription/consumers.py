@@ -24,10 +24,12 @@ from channels.security.websocket import AllowedHostsOriginValidator
 
 from rooms.identity import participant_for
 from rooms.models import Room
+from rooms.sockets import RoomSocket
 
-from . import captions, engines, realtime
+from . import captions, engines, realtime, reports
 from .engines import TranscriptionStream
 from .keys import KeyGrant, check_key
+from .models import CaptionSegment
 
 log = logging.getLogger(__name__)
 
@@ -165,3 +167,44 @@ class RealtimeConsumer(AsyncWebsocketConsumer):
 
     async def send_json(self, content: dict) -> None:
         await self.send(text_data=json.dumps(content))
+
+
+CLOSE_REPLACED = 4409  # the same member started reporting from another connection
+
+
+class CaptionReportConsumer(RoomSocket):
+    """`ws/captions/<slug>/`: a member's browser relays the transcript events it gets from
+    OpenAI (browser-direct modes); they become shared captions, stored as client-reported.
+
+    One stream per member: a new connection replaces the old one (closed with 4409), as a
+    reload would. Rate- and size-limited like every room socket (CAPTION_RATE_*)."""
+
+    rate_settings = ("CAPTION_RATE_BURST", "CAPTION_RATE_PER_SECOND")
+
+    async def joined(self) -> None:
+        self.stream_group = f"captions.{self.room.pk}.{self.me.id}"
+        await self.channel_layer.group_send(
+            self.stream_group, {"type": "caption.stream.replaced", "by": self.channel_name})
+        await self.channel_layer.group_add(self.stream_group, self.channel_name)
+        self.captions = captions.SpeakerCaptions(
+            self.room.pk, self.participant.key, self.participant.name,
+            CaptionSegment.Engine.CLIENT)
+        await self.send_json({"type": "hello", "you": self.me.as_dict(),
+                              "limits": {"max_transcript_chars": reports.MAX_TRANSCRIPT_CHARS}})
+
+    async def handle(self, data: dict) -> None:
+        event = reports.parse_report(data, self.me.id)
+        await self.captions.handle(event)
+        if event["type"].endswith(".completed"):
+            # Acknowledged only once stored, so a report that was acked is in the database.
+            await self.send_json({"type": "caption.stored", "item_id": data["item_id"]})
+
+    async def caption_stream_replaced(self, message: dict) -> None:
+        if message["by"] != self.channel_name:
+            await self.send_json({"type": "replaced"})
+            await self.close(code=CLOSE_REPLACED)
+
+    async def disconnect(self, code: int) -> None:
+        if self.room is not None:
+            with contextlib.suppress(Exception):
+                await self.channel_layer.group_discard(self.stream_group, self.channel_name)
