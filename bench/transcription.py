@@ -1,9 +1,10 @@
 """Live transcription: engine accuracy and speed, caption latency, concurrent speakers.
 
 Speech is espeak-ng at 150 words/min, PCM16 mono 24 kHz, each sentence generated on its own
-and laid out with silent gaps, then mixed with a faint white-noise floor exactly as
-tests/support/speech.py does (`sox -m`, noise at vol 0.003): the bench knows where every
-sentence's speech truly starts and ends (first/last 10 ms frame above -40 dBFS of its clip).
+and laid out with silent gaps, then mixed with a faint white-noise floor as
+tests/support/speech.py does (`sox -m`, noise at vol 0.003; seeded here, so every run hears the
+same noise): the bench knows where every sentence's speech truly starts and ends (first/last
+10 ms frame above -40 dBFS of its clip).
 The fixed set is SENTENCES (20 everyday meeting sentences); the voices are VOICES.
 
 Parts (--parts, in this order):
@@ -13,31 +14,39 @@ Parts (--parts, in this order):
   duration, CPU (this thread) and wall; word error rate of the concatenated `completed`
   transcripts against the sentences; the endpointer's turn boundaries against the true ones.
   Once with the general model, once with a bigram model of the sentences (write_arpa).
-- captions: one daphne on the offline engine (OFFLINE_LM = the sentences' model, or none with
+  Then the same 6 sentences decoded by 1 stream, and by --threads streams on as many threads
+  of this process at once (as OfflineEngine runs speakers in one daphne): process CPU share
+  and wall time show whether decoding threads use more than one core.
+- captions: one daphne on the engine (offline: OFFLINE_LM = the sentences' model, or none with
   --general-model). One guest speaks --sentences sentences (voice en-us, 1.5 s gaps) over
   `/v1/realtime` with a minted key, in --chunk-ms chunks at wall-clock pace (the chunk holding
   audio [t, t+c) is sent at t0+t+c, as a microphone would deliver it); --listeners other
   guests read `caption` events on their room sockets. Latency from the true end of a
   sentence's speech to the final caption, and from its true start to the first partial
   caption, per listener and overall; the speaker's own events break the delay down.
-- speakers: one daphne (same engine setup); for K in --speakers, K guests in one fresh room
-  stream --duration s of real-time speech each at the same time (voices rotate, starts
-  staggered by 0.37 s, sentence order rotated). Measured: daphne's CPU (utime+stime of its
-  process / wall, % of one core) while they speak; per-turn latency from the true end of
-  speech to `completed` on the speaker's socket. K is sustained when the p95 is under 3 s,
-  every sentence completed, and the median of the run's second half is at most 0.5 s over the
-  first half's (no growing backlog).
-- proxy (--engine openai only): the OpenAI stand-in (tests/support/openai_standin.py) in its
-  own process; the same sentences sent as fast as possible, one commit each, turn detection
-  off, (a) straight to the stand-in and (b) through Parley's `/v1/realtime` (whose OpenAI engine
-  talks to the stand-in): commit -> `completed` time, median/p95, and the difference.
+- speakers: one daphne; for K in --speakers, K guests in one fresh room stream --duration s
+  of real-time speech each at the same time (voices rotate, starts staggered by 0.37 s,
+  sentence order rotated). The offline engine runs pocketsphinx's general model here (what a
+  deployment without a known vocabulary runs; --speakers-lm for the sentences' model).
+  Measured: CPU (utime+stime / wall, % of one core) of daphne, of the stand-in and of this
+  bench while they speak; per-turn latency from the true end of speech to `completed` on the
+  speaker's socket. K is sustained when the p95 is under 3 s, every sentence completed, and
+  the median of the run's second half is at most 0.5 s over the first half's (no backlog).
+- proxy (--engine openai only): the 20 sentences x --proxy-rounds, each sent at once in 100 ms
+  appends and committed 0.5 s later with turn detection off, alternating between two open
+  sessions: (a) straight to the stand-in, (b) through Parley's `/v1/realtime` (whose OpenAI
+  engine talks to the stand-in). Commit -> `committed` and commit -> `completed`, median/p95
+  per path, and the differences: the proxy's overhead per event.
 
-With --engine openai, daphne runs Parley's OpenAI engine against the stand-in (own process, so
-daphne's CPU is Parley's own) for the captions and speakers parts too.
+With --engine openai, daphne runs Parley's OpenAI engine (TRANSCRIPTION_ENGINE=openai,
+OPENAI_* pointing at tests/support/openai_standin.py, started as its own process so daphne's
+CPU is Parley's own; it gets the sentences' LM unless --general-model) for every part.
 
+Default run: about 4.5 min (offline), 4 min (--engine openai).
 Usage: .venv/bin/python bench/transcription.py [--parts engine,captions,speakers]
-    [--engine offline|openai] [--general-model] [--listeners 2] [--sentences 10]
-    [--speakers 1,2,4,6,8] [--duration 20] [--chunk-ms 100] [--engine-gap 1.0]
+    [--engine offline|openai] [--general-model] [--speakers-lm] [--listeners 2]
+    [--sentences 10] [--speakers 1,2,4,6,8] [--duration 20] [--chunk-ms 100]
+    [--engine-gap 1.0] [--threads nproc] [--proxy-rounds 2]
 """
 
 from __future__ import annotations
@@ -54,6 +63,7 @@ import statistics
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 import wave
 from collections.abc import Callable
@@ -66,6 +76,7 @@ os.environ.setdefault("DJANGO_SETTINGS_MODULE", "project.settings")
 
 from websockets.asyncio.client import ClientConnection, connect  # noqa: E402
 
+from bench.fanout_common import cpu_seconds, system_busy_seconds, wait_for_quiet  # noqa: E402
 from rooms.client import create_public_room, guest_session  # noqa: E402
 from tests.support.servers import (  # noqa: E402
     DaphneProcess,
@@ -164,7 +175,8 @@ def with_noise_floor(pcm: bytes, tmp: Path) -> bytes:
     """Mixed as speech.py mixes: `sox -m` (which halves both inputs) with white noise."""
     joined, noise, mixed = tmp / "joined.wav", tmp / "noise.wav", tmp / "mixed.wav"
     write_wav(joined, pcm)
-    subprocess.run(["sox", "-n", "-r", str(RATE), "-c", "1", "-b", "16", str(noise), "synth",
+    # -R: sox's repeatable mode (fixed seed), so every run hears the same noise.
+    subprocess.run(["sox", "-R", "-n", "-r", str(RATE), "-c", "1", "-b", "16", str(noise), "synth",
                     f"{len(pcm) / BYTES_PER_SECOND:.3f}", "whitenoise", "vol", NOISE_VOLUME],
                    check=True)
     subprocess.run(["sox", "-m", str(joined), str(noise), str(mixed)], check=True)
@@ -238,12 +250,8 @@ def git_commit() -> str:
 def header(part: str, title: str) -> None:
     print(f"== transcription bench, part {part}: {title}", flush=True)
     print(f"commit {git_commit()}; machine: nproc {len(os.sched_getaffinity(0))}, "
-          f"python {sys.version.split()[0]}, {time.strftime('%Y-%m-%d %H:%M')}", flush=True)
-
-
-def cpu_seconds(pid: int) -> float:
-    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+          f"python {sys.version.split()[0]}, {time.strftime('%Y-%m-%d %H:%M')}; the rest of the "
+          f"machine used {wait_for_quiet():.0f}% of one core just before", flush=True)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -295,6 +303,38 @@ def decode_offline(spoken: Spoken, lm: str | None) -> Decoded:
         [last[i] - spoken.spans[i][1] for i in last])
 
 
+def decode_in_threads(spoken: Spoken, count: int) -> tuple[float, float]:
+    """`count` warm streams decode `spoken` at once, one thread each: (wall s, CPU share)."""
+    from transcription.offline import OfflineConfig, SpeakerStream
+
+    streams = [SpeakerStream(lambda event: None, OfflineConfig()) for _ in range(count)]
+
+    def work(stream: SpeakerStream) -> None:
+        for chunk in chunks(spoken.pcm, 0.1):
+            stream.feed(chunk)
+        stream.finish()
+
+    threads = [threading.Thread(target=work, args=(stream,)) for stream in streams]
+    cpu0, wall0 = time.process_time(), time.perf_counter()
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    wall = time.perf_counter() - wall0
+    return wall, (time.process_time() - cpu0) / wall
+
+
+def report_threads(count: int) -> None:
+    spoken = speak(SENTENCES[:6], "en-us", 1.0)
+    one_wall, one_share = decode_in_threads(spoken, 1)
+    many_wall, many_share = decode_in_threads(spoken, count)
+    print(f"threads (general model, {spoken.seconds:.0f} s of en-us per stream): 1 stream "
+          f"{one_wall:.1f} s wall at {one_share:.0%} of a core; {count} streams on {count} "
+          f"threads at once {many_wall:.1f} s wall at {many_share:.0%} of a core "
+          f"({many_wall / one_wall:.2f}x the time for {count}x the audio; {count} free cores "
+          f"would make it 1x)", flush=True)
+
+
 def part_engine(args, lm_path: Path) -> None:
     header("engine", "offline engine real-time factor and word error rate, in-process")
     recordings = [speak(SENTENCES, voice, args.engine_gap) for voice in VOICES]
@@ -319,6 +359,7 @@ def part_engine(args, lm_path: Path) -> None:
               flush=True)
     print("VAD err: median over sentences of the endpointer's audio_start_ms/audio_end_ms minus "
           "the true speech start/end (negative: earlier)", flush=True)
+    report_threads(args.threads)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -737,10 +778,12 @@ async def run_speakers(setup: Setup, count: int, audio: list[Spoken],
     pids = processes(setup)
     t0 = time.monotonic() + 0.3
     cpu0 = {name: cpu_seconds(pid) for name, pid in pids.items()}
+    busy0 = system_busy_seconds()
     await asyncio.gather(*(s.stream(a.pcm, chunk_s, t0) for s, a in zip(speakers, audio,
                                                                      strict=False)))
     wall = time.monotonic() - t0
     cpu = {name: (cpu_seconds(pid) - cpu0[name]) / wall for name, pid in pids.items()}
+    cpu["others"] = max(0.0, (system_busy_seconds() - busy0) / wall - sum(cpu.values()))
     await wait_for(lambda: all(s.done(a) for s, a in zip(speakers, audio, strict=False)),
                    timeout=30)
     latencies, halves, done, expected = [], ([], []), 0, 0
@@ -776,7 +819,7 @@ async def part_speakers(args, lm_path: Path) -> None:
               f"speech -> completed on the speaker's socket; sustained = p95 < {TARGET_S:g} s, "
               f"all turns completed, 2nd-half median <= 1st-half + {GROWTH_LIMIT_S} s",
               flush=True)
-        names = list(processes(setup))
+        names = [*processes(setup), "others"]
         columns = " ".join(f"{name + ' CPU':>12}" for name in names)
         print(f"{'K':>2} {columns} {'connect s':>9} "
               f"{'completed':>9} {'latency s p50/p95/max':>23} {'1st/2nd half p50':>16} "
@@ -919,6 +962,8 @@ def main() -> None:
     parser.add_argument("--chunk-ms", type=int, default=100)
     parser.add_argument("--engine-gap", type=float, default=1.0)
     parser.add_argument("--proxy-rounds", type=int, default=2)
+    parser.add_argument("--threads", type=int, default=len(os.sched_getaffinity(0)),
+                        help="decoding threads in the engine part's thread check (nproc)")
     args = parser.parse_args()
     default = "engine,captions,speakers" if args.engine == "offline" else "captions,speakers,proxy"
     parts = (args.parts or default).split(",")

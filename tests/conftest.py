@@ -89,3 +89,26 @@ def sfu_worker_factory(live_database, redis_server):
     yield start
     for worker in started:
         worker.stop()
+
+
+
+@pytest.fixture(scope="session")
+def caption_model() -> str:
+    """A language model of CAPTION_SENTENCES: deterministic offline and stand-in transcripts."""
+    from tests.support.speech import CAPTION_SENTENCES
+    from transcription.language_model import write_arpa
+
+    return str(write_arpa(CAPTION_SENTENCES, servers.scratch_dir() / "captions.lm"))
+
+
+@pytest.fixture
+def speaking_browser(chromium_browser):
+    """A second Chromium whose fake microphone plays CAPTION_SENTENCES once per capture."""
+    from tests.support.chromium import launch_with
+    from tests.support.speech import CAPTION_SENTENCES, speech_wav
+
+    wav = speech_wav(CAPTION_SENTENCES, servers.scratch_dir() / "captions-speech.wav")
+    browser = launch_with(chromium_browser.browser_type,
+                          [f"--use-file-for-fake-audio-capture={wav}%noloop"])
+    yield browser
+    browser.close()

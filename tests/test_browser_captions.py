@@ -6,33 +6,21 @@ from __future__ import annotations
 import pytest
 from playwright.sync_api import expect
 
-from tests.support.chromium import create_room, join_as_guest, launch_with, participant
-from tests.support.servers import scratch_dir
-from tests.support.speech import speech_wav
-from transcription.language_model import word_error_rate, write_arpa
+from tests.support.chromium import create_room, join_as_guest, participant
+from tests.support.speech import CAPTION_SENTENCES
+from transcription.language_model import word_error_rate
 
 pytestmark = [pytest.mark.browser, pytest.mark.transcription]
 
-SENTENCES = ["good morning everyone", "please open the window", "thank you for listening"]
+SENTENCES = CAPTION_SENTENCES
 # Measured with the sentences' own language model: 0.0 in every run so far. The bound leaves
 # room for one misheard word without letting a broken pipeline pass.
 MAX_WORD_ERROR_RATE = 0.15
 
 
-@pytest.fixture
-def speaking_browser(chromium_browser):
-    """A second Chromium whose fake microphone plays SENTENCES once."""
-    wav = speech_wav(SENTENCES, scratch_dir() / "captions-speech.wav")
-    browser = launch_with(chromium_browser.browser_type,
-                          [f"--use-file-for-fake-audio-capture={wav}%noloop"])
-    yield browser
-    browser.close()
-
-
 def test_speech_becomes_everyones_captions_and_is_stored(
-        chromium_browser, speaking_browser, daphne_factory):
-    lm = write_arpa(SENTENCES, scratch_dir() / "captions.lm")
-    server = daphne_factory(OFFLINE_LM=str(lm))
+        chromium_browser, speaking_browser, daphne_factory, caption_model):
+    server = daphne_factory(OFFLINE_LM=caption_model)
     contexts = [participant(chromium_browser, server.base_url) for _ in range(3)]
     speaker_context = participant(speaking_browser, server.base_url)
     try:

@@ -1,8 +1,15 @@
-// The captions page: everyone's live captions (room socket -> CaptionBoard) and this member's
-// microphone as a caption source through Parley's proxy (/v1/realtime with a minted key).
+// The captions page: everyone's live captions (room socket -> CaptionBoard), and this
+// member's microphone as a caption source in one of three modes (docs/transcription.md):
+// - proxy: PCM16 to Parley's /v1/realtime, which transcribes and shares the words;
+// - websocket: PCM16 straight to the Realtime API with an ephemeral key;
+// - webrtc: the microphone track straight to the Realtime API, events on `oai-events`.
+// In the direct modes with OpenAI only this page sees the words, so it relays them to the
+// room (CaptionRelay); the mint's `relay_captions` says when.
 import { RoomClient } from "./rooms-protocol.js";
 import { CaptionBoard } from "./captions.js";
+import { CaptionRelay } from "./caption-reports.js";
 import { MicrophoneCapture } from "./pcm-capture.js";
+import { RealtimeCall } from "./realtime-webrtc.js";
 import {
   CLOSE_UNAUTHORIZED, CLOSE_UPSTREAM_FAILED, RealtimeSocket, ServerEvent, mintKey,
 } from "./realtime-protocol.js";
@@ -13,6 +20,7 @@ const status = document.getElementById("status");
 const micButton = document.getElementById("mic");
 const micStatus = document.getElementById("mic-status");
 const micError = document.getElementById("mic-error");
+const modeInputs = [...document.querySelectorAll("input[name=mode]")];
 const csrfToken = document.querySelector("[name=csrfmiddlewaretoken]").value;
 
 const board = new CaptionBoard(document.getElementById("captions"), slug);
@@ -26,63 +34,98 @@ room.addEventListener("state", ({ detail: { state } }) => {
 board.loadRecent();
 room.start();
 
-// Codes after which reconnecting cannot help.
+// Close codes after which reconnecting cannot help.
 const FATAL_CLOSES = new Set([CLOSE_UNAUTHORIZED, CLOSE_UPSTREAM_FAILED]);
-let socket = null;
-let capture = null;
-let wanted = false;
-let retryTimer = null;
-let attempt = 0;
+const AUDIO_CONSTRAINTS = {
+  channelCount: 1, echoCancellation: false, noiseSuppression: false, autoGainControl: false,
+};
+
+// One microphone session at a time; `source` is the live connection (socket or call).
+const mic = { wanted: false, mode: "proxy", source: null, capture: null, stream: null,
+              relay: null, retryTimer: null, attempt: 0 };
 
 function setMic(state, label) {
   micStatus.dataset.state = state;
   micStatus.textContent = label;
 }
 
-function showError(message) {
+function showError(message, code = "") {
   micError.hidden = false;
   micError.textContent = message;
+  micError.dataset.code = code;
 }
 
-async function connectSocket() {
-  clearTimeout(retryTimer);
+function selectedMode() {
+  return modeInputs.find((input) => input.checked)?.value || "proxy";
+}
+
+async function connect() {
+  clearTimeout(mic.retryTimer);
   let key;
   try {
-    key = await mintKey(slug, "proxy", csrfToken);
+    key = await mintKey(slug, mic.mode, csrfToken);
   } catch (error) {
-    showError(`Could not start captions: ${error.message}`);
+    showError(`Could not get a transcription key: ${error.message}`, error.code);
     return scheduleRetry();
   }
-  socket = new RealtimeSocket(key.websocket_url, key.value);
-  socket.addEventListener("event", ({ detail: { event } }) => onServerEvent(event));
-  socket.addEventListener("state", ({ detail }) => onSocketState(detail));
-  socket.open();
+  if (!mic.wanted) return undefined;
+  if (key.relay_captions && !mic.relay) {
+    mic.relay = new CaptionRelay(slug, {
+      onError: (event) => showError(`Captions relay: ${event.message || event.type}`, event.code),
+    });
+  }
+  const source = mic.mode === "webrtc"
+    ? new RealtimeCall(key.calls_url, key.value)
+    : new RealtimeSocket(key.websocket_url, key.value);
+  source.everOpened = false;
+  mic.source = source;
+  source.addEventListener("event", ({ detail: { event } }) => onServerEvent(event));
+  source.addEventListener("state", ({ detail }) => onSourceState(source, detail));
+  if (mic.mode === "webrtc") {
+    try {
+      await source.open(mic.stream);
+    } catch (error) {
+      showError(`The transcription service refused the call: ${error.message}`, error.code);
+      return stopMic(false);
+    }
+  } else {
+    source.open();
+  }
   return undefined;
 }
 
 function scheduleRetry() {
-  if (!wanted) return;
-  const delay = Math.min(15000, 500 * 2 ** attempt++);
+  if (!mic.wanted) return;
+  const delay = Math.min(15000, 500 * 2 ** mic.attempt++);
   setMic("reconnecting", "reconnecting…");
-  retryTimer = setTimeout(connectSocket, delay);
+  mic.retryTimer = setTimeout(connect, delay);
 }
 
-function onSocketState({ state, code }) {
-  if (state === "open") return;
-  if (state === "closed" && wanted) {
-    if (FATAL_CLOSES.has(code)) {
-      stopMic(false);
-      return;
-    }
+function onSourceState(source, { state, code }) {
+  if (source !== mic.source) return;
+  if (state === "open") {
+    source.everOpened = true;
+    return;
+  }
+  if (state !== "closed" || !mic.wanted) return;
+  mic.source = null;
+  if (FATAL_CLOSES.has(code)) {
+    stopMic(false);
+  } else if (!source.everOpened) {
+    // Refused at the handshake (browsers do not say why): most likely the key.
+    showError("The transcription service refused the connection: the key has expired or "
+              + "is not valid.", "connection_refused");
+    stopMic(false);
+  } else {
     scheduleRetry();
   }
 }
 
 function onServerEvent(event) {
+  mic.relay?.report(event);
   switch (event.type) {
     case ServerEvent.SESSION_CREATED:
-      attempt = 0;
-      micError.hidden = true;
+      mic.attempt = 0;
       setMic("listening", "listening");
       break;
     case ServerEvent.SPEECH_STARTED:
@@ -92,8 +135,7 @@ function onServerEvent(event) {
       setMic("listening", "listening");
       break;
     case ServerEvent.ERROR:
-      showError(event.error?.message || "transcription error");
-      micError.dataset.code = event.error?.code || "";
+      showError(event.error?.message || "transcription error", event.error?.code);
       break;
     default:
       break;
@@ -101,33 +143,42 @@ function onServerEvent(event) {
 }
 
 async function startMic() {
-  wanted = true;
+  mic.wanted = true;
+  mic.mode = selectedMode();
+  micError.hidden = true;
+  modeInputs.forEach((input) => { input.disabled = true; });
   micButton.setAttribute("aria-pressed", "true");
   micButton.textContent = "Stop captioning me";
   setMic("starting", "starting…");
-  capture = new MicrophoneCapture((chunk) => socket?.appendAudio(chunk));
   try {
-    await capture.start();
+    if (mic.mode === "webrtc") {
+      mic.stream = await navigator.mediaDevices.getUserMedia({ audio: AUDIO_CONSTRAINTS });
+    } else {
+      mic.capture = new MicrophoneCapture((chunk) => mic.source?.appendAudio(chunk));
+      await mic.capture.start();
+    }
   } catch (error) {
-    showError(`Microphone unavailable: ${error.message}`);
+    showError(`Microphone unavailable: ${error.message}`, "microphone");
     stopMic(false);
     return;
   }
-  await connectSocket();
+  await connect();
 }
 
 function stopMic(clearError = true) {
-  wanted = false;
-  clearTimeout(retryTimer);
-  capture?.stop();
-  capture = null;
-  socket?.close();
-  socket = null;
+  mic.wanted = false;
+  clearTimeout(mic.retryTimer);
+  mic.capture?.stop();
+  mic.stream?.getTracks().forEach((track) => track.stop());
+  mic.source?.close();
+  mic.relay?.close();
+  Object.assign(mic, { capture: null, stream: null, source: null, relay: null, attempt: 0 });
+  modeInputs.forEach((input) => { input.disabled = false; });
   micButton.setAttribute("aria-pressed", "false");
   micButton.textContent = "Caption my microphone";
   setMic("off", "microphone off");
   if (clearError) micError.hidden = true;
 }
 
-micButton.addEventListener("click", () => (wanted ? stopMic() : startMic()));
-window.parleyCaptions = { board, room }; // for debugging and browser tests
+micButton.addEventListener("click", () => (mic.wanted ? stopMic() : startMic()));
+window.parleyCaptions = { board, room, mic }; // for debugging and browser tests

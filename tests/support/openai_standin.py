@@ -969,6 +969,27 @@ def _decode_audio(audio: Any) -> bytes:
 
 # --- The server ----------------------------------------------------------------------------
 
+CORS_HEADERS = {
+    "Access-Control-Allow-Origin": "*",
+    "Access-Control-Allow-Methods": "GET, POST, OPTIONS",
+    "Access-Control-Allow-Headers": "Authorization, Content-Type",
+    "Access-Control-Expose-Headers": "Location",
+}
+
+
+@web.middleware
+async def _cors(request: web.Request, handler):
+    """Browsers post WebRTC offers to the API from another origin (the app's), as to OpenAI."""
+    response = await handler(request)
+    if not isinstance(response, web.WebSocketResponse):
+        response.headers.update(CORS_HEADERS)
+    return response
+
+
+async def _preflight(request: web.Request) -> web.Response:
+    return web.Response(status=204)
+
+
 class StandinServer:
     """The stand-in's HTTP/WebSocket/WebRTC endpoints, on an aiohttp server."""
 
@@ -1002,7 +1023,8 @@ class StandinServer:
         self.loop = asyncio.get_running_loop()
         if self.lm_path and self._dict_path is None:
             self._dict_path = await asyncio.to_thread(lm_dictionary, self.lm_path)
-        app = web.Application(client_max_size=MAX_EVENT_BYTES)
+        app = web.Application(client_max_size=MAX_EVENT_BYTES, middlewares=[_cors])
+        app.router.add_route("OPTIONS", "/{tail:.*}", _preflight)
         app.router.add_post("/v1/realtime/client_secrets", self._create_client_secret)
         app.router.add_get("/v1/realtime", self._realtime_socket)
         app.router.add_post("/v1/realtime/calls", self._create_call)

@@ -9,6 +9,9 @@ import tempfile
 import wave
 from pathlib import Path
 
+# What the browser caption tests' fake microphone says (tests/conftest.py: speaking_browser).
+CAPTION_SENTENCES = ["good morning everyone", "please open the window", "thank you for listening"]
+
 
 def speech_pcm24k(sentences: list[str], gap_seconds: float = 1.5) -> bytes:
     """The sentences spoken one after another with silence around each, as raw PCM."""
