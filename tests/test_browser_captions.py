@@ -68,3 +68,28 @@ def test_speech_becomes_everyones_captions_and_is_stored(
     finally:
         for context in (*contexts, speaker_context):
             context.close()
+
+
+def test_webrtc_mode_without_openai_uses_parleys_own_calls_endpoint(
+        chromium_browser, speaking_browser, daphne_factory, caption_model):
+    server = daphne_factory(OFFLINE_LM=caption_model)
+    bob_context = participant(chromium_browser, server.base_url)
+    ann_context = participant(speaking_browser, server.base_url)
+    try:
+        bob = bob_context.new_page()
+        room_path = create_room(bob, "Local WebRTC")
+        join_as_guest(bob, room_path, "Bob")
+        ann = ann_context.new_page()
+        join_as_guest(ann, f"{room_path}captions/", "Ann")
+        expect(ann.locator("#status")).to_have_attribute("data-state", "live")
+        ann.check("input[name=mode][value=webrtc]")
+        ann.click("#mic")
+        lines = bob.locator("#captions [data-captions-transcript] li .text")
+        expect(lines).to_have_count(len(SENTENCES), timeout=45_000)
+        shown = lines.all_text_contents()
+        assert word_error_rate(" ".join(SENTENCES), " ".join(shown)) <= MAX_WORD_ERROR_RATE
+        stored = bob.request.get(f"{room_path}transcript.json").json()["segments"]
+        assert [(s["text"], s["engine"]) for s in stored] == [(t, "offline") for t in shown]
+    finally:
+        ann_context.close()
+        bob_context.close()
