@@ -86,3 +86,41 @@ def test_three_people_over_two_processes_and_a_worker_process(
     finally:
         for context in contexts:
             context.close()
+
+
+@pytest.mark.transcription
+def test_call_captions_come_from_the_worker_and_reach_everyone(
+        chromium_browser, speaking_browser, daphne_factory, caption_model):
+    """Captions on: the SFU worker transcribes Ann's forwarded audio (no second upload); Bob's
+    call page and a room page show her words, and they are stored."""
+    from tests.support.speech import CAPTION_SENTENCES
+    from transcription.language_model import word_error_rate
+
+    server = daphne_factory(OFFLINE_LM=caption_model)
+    bob_context = participant(chromium_browser, server.base_url)
+    ann_context = participant(speaking_browser, server.base_url)
+    try:
+        bob = bob_context.new_page()
+        room_path = create_room(bob, "Captioned call")
+        join_as_guest(bob, f"{room_path}call/", "Bob")
+        expect(bob.locator("#call-status")).to_have_attribute("data-state", "live")
+        bob.click("#captions-toggle")
+        expect(bob.locator("#captions-toggle")).to_have_attribute("aria-pressed", "true")
+
+        ann = ann_context.new_page()  # her microphone starts speaking as she joins
+        join_as_guest(ann, f"{room_path}call/", "Ann")
+        expect(ann.locator("#captions-toggle")).to_have_attribute("aria-pressed", "true")
+        for page in (bob, ann):
+            annes = page.locator("#captions [data-captions-transcript] li").filter(
+                has=page.locator(".author", has_text="Ann"))
+            expect(annes).to_have_count(len(CAPTION_SENTENCES), timeout=45_000)
+        shown = annes.locator(".text").all_text_contents()
+        assert word_error_rate(" ".join(CAPTION_SENTENCES), " ".join(shown)) <= 0.15, shown
+        stored = bob.request.get(f"{room_path}transcript.json").json()["segments"]
+        assert [s["text"] for s in stored if s["speaker"]["name"] == "Ann"] == shown
+
+        bob.click("#captions-toggle")
+        expect(ann.locator("#captions-toggle")).to_have_attribute("aria-pressed", "false")
+    finally:
+        ann_context.close()
+        bob_context.close()
