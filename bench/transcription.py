@@ -46,7 +46,7 @@ Default run: about 4.5 min (offline), 4 min (--engine openai).
 Usage: .venv/bin/python bench/transcription.py [--parts engine,captions,speakers]
     [--engine offline|openai] [--general-model] [--speakers-lm] [--listeners 2]
     [--sentences 10] [--speakers 1,2,4,6,8] [--duration 20] [--chunk-ms 100]
-    [--engine-gap 1.0] [--threads nproc] [--proxy-rounds 2]
+    [--engine-gap 1.0] [--threads nproc] [--proxy-rounds 2] [--offline-processes N]
 """
 
 from __future__ import annotations
@@ -571,6 +571,8 @@ class Setup:
         env = {"LOG_LEVEL": "WARNING", "TRANSCRIPTION_ENGINE": args.engine,
                **({"OFFLINE_LM": str(lm)} if lm else {})}
         standin = None
+        if args.offline_processes is not None:
+            env["OFFLINE_PROCESSES"] = str(args.offline_processes)
         if args.engine == "openai":
             standin = Standin.start(lm)
             env.update(OPENAI_API_KEY=standin.api_key, OPENAI_BASE_URL=standin.base_url,
@@ -579,6 +581,9 @@ class Setup:
         database = LiveDatabase.create()
         server = DaphneProcess.start(database.url, env)
         model = "the sentences' bigram LM" if lm else "pocketsphinx's general model"
+        if args.engine == "offline":
+            model += (f", OFFLINE_PROCESSES={env['OFFLINE_PROCESSES']}"
+                      if "OFFLINE_PROCESSES" in env else ", Parley's default OFFLINE_PROCESSES")
         return cls(database, server, standin, model)
 
     @property
@@ -745,6 +750,7 @@ class SpeakersRow:
     early: float
     late: float
     errors: int
+    daphne_children: int
 
     @property
     def sustained(self) -> bool:
@@ -764,6 +770,25 @@ def speaker_audio(index: int, duration: float) -> Spoken:
     return speak(picked, VOICES[index % len(VOICES)], 1.5, lead=(index * STAGGER_S) % 1.5)
 
 
+def process_tree(pid: int) -> list[int]:
+    """`pid` and all its descendants (Linux /proc): daphne's decoder processes count as its."""
+    children: dict[int, list[int]] = {}
+    for entry in Path("/proc").iterdir():
+        if entry.name.isdigit():
+            with contextlib.suppress(OSError, IndexError, ValueError):
+                parent = int((entry / "stat").read_text().rsplit(")", 1)[1].split()[1])
+                children.setdefault(parent, []).append(int(entry.name))
+    tree, todo = [], [pid]
+    while todo:
+        tree.append(todo.pop())
+        todo += children.get(tree[-1], [])
+    return tree
+
+
+def tree_cpu(pid: int) -> dict[int, float]:
+    return {each: cpu_seconds(each) for each in process_tree(pid)}
+
+
 def processes(setup: Setup) -> dict[str, int]:
     pids = {"daphne": setup.server.process.pid}
     if setup.standin is not None:
@@ -777,12 +802,14 @@ async def run_speakers(setup: Setup, count: int, audio: list[Spoken],
     speakers = [await new_speaker(setup, slug, f"Speaker {n}") for n in range(count)]
     pids = processes(setup)
     t0 = time.monotonic() + 0.3
-    cpu0 = {name: cpu_seconds(pid) for name, pid in pids.items()}
+    cpu0 = {name: tree_cpu(pid) for name, pid in pids.items()}
     busy0 = system_busy_seconds()
     await asyncio.gather(*(s.stream(a.pcm, chunk_s, t0) for s, a in zip(speakers, audio,
                                                                      strict=False)))
     wall = time.monotonic() - t0
-    cpu = {name: (cpu_seconds(pid) - cpu0[name]) / wall for name, pid in pids.items()}
+    cpu1 = {name: tree_cpu(pid) for name, pid in pids.items()}
+    cpu = {name: sum(seconds - cpu0[name].get(each, 0.0) for each, seconds in cpu1[name].items())
+           / wall for name in pids}
     cpu["others"] = max(0.0, (system_busy_seconds() - busy0) / wall - sum(cpu.values()))
     await wait_for(lambda: all(s.done(a) for s, a in zip(speakers, audio, strict=False)),
                    timeout=30)
@@ -799,7 +826,7 @@ async def run_speakers(setup: Setup, count: int, audio: list[Spoken],
     for speaker in speakers:
         await speaker.close()
     return SpeakersRow(count, cpu, [s.connect_s for s in speakers], done, expected, latencies,
-                       med(halves[0]), med(halves[1]), errors)
+                       med(halves[0]), med(halves[1]), errors, len(cpu1["daphne"]) - 1)
 
 
 async def part_speakers(args, lm_path: Path) -> None:
@@ -836,8 +863,10 @@ async def part_speakers(args, lm_path: Path) -> None:
         print(f"largest K sustained: {best} (of {args.speakers}) on "
               f"{len(os.sched_getaffinity(0))} cores (shared with this bench's clients)",
               flush=True)
-        print("CPU: utime+stime / wall while the speakers stream, % of one core; connect s: "
-              "the slowest speaker's socket open -> session.created", flush=True)
+        print("CPU: utime+stime / wall while the speakers stream, % of one core, of each "
+              "process and its descendants (daphne's: its decoder processes, "
+              f"{row.daphne_children} in the last run); connect s: the slowest speaker's socket "
+              "open -> session.created", flush=True)
     finally:
         setup.stop()
 
@@ -962,6 +991,9 @@ def main() -> None:
     parser.add_argument("--chunk-ms", type=int, default=100)
     parser.add_argument("--engine-gap", type=float, default=1.0)
     parser.add_argument("--proxy-rounds", type=int, default=2)
+    parser.add_argument("--offline-processes", type=int, default=None,
+                        help="daphne's OFFLINE_PROCESSES (decoder processes; 0: threads); "
+                             "default: Parley's own default")
     parser.add_argument("--threads", type=int, default=len(os.sched_getaffinity(0)),
                         help="decoding threads in the engine part's thread check (nproc)")
     args = parser.parse_args()

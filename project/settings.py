@@ -231,6 +231,9 @@ TRANSCRIPTION = {
     # Upstream sessions end at 60 minutes: start a fresh one at a turn boundary before that.
     "ROTATE_SECONDS": env_number("TRANSCRIPTION_ROTATE_SECONDS", 55 * 60),
     "OFFLINE_LM": os.environ.get("OFFLINE_LM", ""),
+    # Child processes decoding offline speech (pocketsphinx holds the GIL: one process, one
+    # core). 0: threads inside this process.
+    "OFFLINE_PROCESSES": int(env_number("OFFLINE_PROCESSES", os.cpu_count() or 1)),
     # Lifetime of the keys POST /api/transcription-session mints (OpenAI allows 10-7200 s).
     "KEY_TTL_SECONDS": int(env_number("TRANSCRIPTION_KEY_TTL_SECONDS", 120)),
 }

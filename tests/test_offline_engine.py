@@ -18,14 +18,17 @@ def test_resampler_turns_24k_into_16k():
     assert abs(len(out) // 2 - 16000) <= 400  # the filter holds back a few ms
 
 
-async def test_two_sentences_make_two_ordered_turns():
+@pytest.mark.parametrize("processes", [0, 1], ids=["threads", "child-process"])
+async def test_two_sentences_make_two_ordered_turns(processes):
     pcm = speech_pcm24k(["hello everyone and welcome", "the meeting starts now"])
-    engine = OfflineEngine()
+    engine = OfflineEngine(processes=processes)
     events: list[dict] = []
     await engine.open("ann", events.append)
     for start in range(0, len(pcm), CHUNK):
         await engine.feed("ann", pcm[start:start + CHUNK])
     await engine.close("ann")
+    if engine.pool is not None:
+        engine.pool.stop()
 
     kinds = [e["type"] for e in events if not e["type"].endswith(".delta")]
     turn = ["input_audio_buffer.speech_started", "input_audio_buffer.speech_stopped",
@@ -47,3 +50,17 @@ async def test_two_sentences_make_two_ordered_turns():
         assert final.strip()
         # Deltas only ever append words (revisions wait for the final transcript).
         assert "".join(deltas) == " ".join("".join(deltas).split())
+
+
+
+async def test_a_dead_decoder_process_is_reported_not_hung():
+    from transcription.offline_pool import DecoderProcessDied
+
+    engine = OfflineEngine(processes=1)
+    await engine.open("ann", lambda event: None)
+    process = engine.pool.placement["ann"]
+    process.process.kill()
+    with pytest.raises(DecoderProcessDied):
+        for _ in range(100):  # the first feeds may already be on their way
+            await engine.feed("ann", b"\0" * CHUNK)
+    engine.pool.stop()

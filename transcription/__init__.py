@@ -1,5 +1,3 @@
-"""Live transcription and shared captions: stored caption segments and transcript exports.
-
-The engines (OpenAI Realtime, offline) and the Realtime-compatible proxy socket are still to
-come (issue 5); this app holds what they write and what users download.
-"""
+"""Live transcription and shared captions: engines (OpenAI Realtime, offline), the
+Realtime-compatible endpoints, client-reported captions, stored segments and their exports.
+See docs/transcription.md."""

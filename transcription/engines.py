@@ -8,6 +8,7 @@ is behind it.
 
 from __future__ import annotations
 
+import contextlib
 from collections.abc import Callable
 from typing import Protocol
 
@@ -15,6 +16,7 @@ from django.conf import settings
 
 from .models import CaptionSegment
 from .offline import OfflineConfig, new_item_id, shared_engine  # noqa: F401 (re-exported)
+from .offline_pool import DecoderProcessDied
 
 EventSink = Callable[[dict], None]
 
@@ -23,6 +25,7 @@ UPSTREAM_AUTH_FAILED = "upstream_auth_failed"  # the server's OpenAI key was ref
 UPSTREAM_QUOTA = "upstream_quota_exceeded"  # OpenAI quota or rate limit
 UPSTREAM_UNAVAILABLE = "upstream_unavailable"  # OpenAI cannot be reached; Parley gave up
 UPSTREAM_LOST = "upstream_connection_lost"  # dropped; Parley reconnects, audio meanwhile lost
+ENGINE_FAILED = "engine_failed"  # the offline decoder process died
 
 
 class EngineFailed(Exception):
@@ -91,14 +94,25 @@ class OfflineStream:
         self.on_event({"type": "session.created", "session": self.describe()})
 
     async def feed(self, pcm24k: bytes) -> None:
-        await self.offline.feed(self.key, pcm24k)
+        await self._guarded(self.offline.feed(self.key, pcm24k))
 
     async def commit(self) -> None:
-        await self.offline.commit(self.key)
+        await self._guarded(self.offline.commit(self.key))
 
     async def clear(self) -> None:
-        await self.offline.clear(self.key)
+        await self._guarded(self.offline.clear(self.key))
         self.on_event({"type": "input_audio_buffer.cleared"})
+
+    async def _guarded(self, request) -> None:
+        try:
+            await request
+        except DecoderProcessDied:
+            message = "The offline decoder stopped; reconnect to start a new session."
+            self.on_event({"type": "error", "error": {
+                "type": "server_error", "code": ENGINE_FAILED, "message": message,
+                "param": None, "event_id": None}})
+            self.on_event({"type": "parley.stream_failed", "code": ENGINE_FAILED})
+            raise EngineFailed(ENGINE_FAILED, message) from None
 
     async def update(self, session: dict) -> None:
         # The offline engine has one model and always detects turns itself; the update is
@@ -107,7 +121,8 @@ class OfflineStream:
 
     async def close(self) -> None:
         if self.key in self.offline.streams:
-            await self.offline.close(self.key)
+            with contextlib.suppress(DecoderProcessDied):
+                await self.offline.close(self.key)
 
     def describe(self) -> dict:
         return session_description(self.session_id, self.model)

@@ -185,16 +185,28 @@ class SpeakerStream:
 
 
 class OfflineEngine:
-    """Speaker streams on their own threads; events delivered on the event loop, in order."""
+    """Speaker streams decoded off the event loop; events delivered on it, in order.
+
+    With `processes` > 0 the decoders live in that many child processes (offline_pool.py),
+    so speakers use every core; with 0, each speaker gets a thread in this process (what
+    tests of the engine itself use), and all speakers share one core (pocketsphinx holds the
+    GIL while it decodes)."""
 
     _thread_names = itertools.count(1)
 
-    def __init__(self, config: OfflineConfig | None = None):
+    def __init__(self, config: OfflineConfig | None = None, processes: int = 0):
+        from .offline_pool import ProcessPool
+
         self.config = config or OfflineConfig()
-        self.streams: dict[str, tuple[SpeakerStream, ThreadPoolExecutor]] = {}
+        self.pool = ProcessPool(self.config, processes) if processes > 0 else None
+        self.streams: dict[str, tuple[SpeakerStream, ThreadPoolExecutor] | None] = {}
 
     async def open(self, speaker: str, on_event: Callable[[Event], None]) -> None:
-        """A warm decoder for `speaker`, loaded on its own thread (not on the event loop)."""
+        """A warm decoder for `speaker`, loaded off the event loop."""
+        if self.pool is not None:
+            await self.pool.open(speaker, on_event)
+            self.streams[speaker] = None
+            return
         loop = asyncio.get_running_loop()
 
         def emit(event: Event) -> None:
@@ -207,21 +219,30 @@ class OfflineEngine:
 
     async def feed(self, speaker: str, pcm24k: bytes) -> None:
         """Queue audio; returns once it is decoded, which is what bounds a fast sender."""
-        stream, executor = self.streams[speaker]
-        await asyncio.get_running_loop().run_in_executor(executor, stream.feed, pcm24k)
+        await self._call(speaker, "feed", pcm24k)
 
     async def commit(self, speaker: str) -> None:
-        stream, executor = self.streams[speaker]
-        await asyncio.get_running_loop().run_in_executor(executor, stream.commit)
+        await self._call(speaker, "commit")
 
     async def clear(self, speaker: str) -> None:
-        stream, executor = self.streams[speaker]
-        await asyncio.get_running_loop().run_in_executor(executor, stream.clear)
+        await self._call(speaker, "clear")
 
     async def close(self, speaker: str) -> None:
-        stream, executor = self.streams.pop(speaker)
+        hosted = self.streams.pop(speaker)
+        if self.pool is not None:
+            await self.pool.close(speaker)
+            return
+        stream, executor = hosted
         await asyncio.get_running_loop().run_in_executor(executor, stream.finish)
         executor.shutdown(wait=False)
+
+    async def _call(self, speaker: str, operation: str, *args) -> None:
+        if self.pool is not None:
+            await self.pool.call(operation, speaker, *args)
+            return
+        stream, executor = self.streams[speaker]
+        await asyncio.get_running_loop().run_in_executor(
+            executor, getattr(stream, operation), *args)
 
 
 _shared: OfflineEngine | None = None
@@ -233,5 +254,6 @@ def shared_engine() -> OfflineEngine:
     if _shared is None:
         from django.conf import settings
 
-        _shared = OfflineEngine(OfflineConfig(lm=settings.TRANSCRIPTION["OFFLINE_LM"] or None))
+        _shared = OfflineEngine(OfflineConfig(lm=settings.TRANSCRIPTION["OFFLINE_LM"] or None),
+                                processes=settings.TRANSCRIPTION["OFFLINE_PROCESSES"])
     return _shared
