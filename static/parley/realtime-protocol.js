@@ -72,9 +72,28 @@ export async function mintKey(room, mode, csrfToken) {
   return body;
 }
 
-// Events dispatched: "event" {event} for every server event, "state" {state, code, reason}
-// with state "connecting" | "open" | "closed".
-export class RealtimeSocket extends EventTarget {
+// A connection to a Realtime endpoint, whatever the transport. Events dispatched: "event"
+// {event} for every server event, "state" {state, code, reason} with state
+// "connecting" | "open" | "closed".
+export class RealtimeConnection extends EventTarget {
+  // A server event as it arrived (JSON text); anything else is ignored.
+  receive(data) {
+    let event;
+    try {
+      event = JSON.parse(data);
+    } catch {
+      return;
+    }
+    this.emit("event", { event });
+  }
+
+  emit(type, detail) {
+    this.dispatchEvent(new CustomEvent(type, { detail }));
+  }
+}
+
+// The Realtime WebSocket (Parley's /v1/realtime or OpenAI's), key as a subprotocol.
+export class RealtimeSocket extends RealtimeConnection {
   constructor(url, key, { session = null } = {}) {
     super();
     this.url = url;
@@ -93,15 +112,7 @@ export class RealtimeSocket extends EventTarget {
       if (this.session) this.send({ type: "session.update", session: this.session });
       this.emit("state", { state: "open" });
     };
-    socket.onmessage = ({ data }) => {
-      let event;
-      try {
-        event = JSON.parse(data);
-      } catch {
-        return;
-      }
-      this.emit("event", { event });
-    };
+    socket.onmessage = ({ data }) => this.receive(data);
     socket.onclose = ({ code, reason }) => {
       if (this.socket === socket) this.socket = null;
       this.emit("state", { state: "closed", code, reason });
@@ -126,9 +137,5 @@ export class RealtimeSocket extends EventTarget {
 
   close() {
     this.socket?.close(1000);
-  }
-
-  emit(type, detail) {
-    this.dispatchEvent(new CustomEvent(type, { detail }));
   }
 }

@@ -1,10 +1,11 @@
 // The Realtime API's WebRTC mode: the microphone track and an `oai-events` data channel to
 // OpenAI (or Parley's own /v1/realtime/calls), the SDP offer posted with an ephemeral key.
-// Events dispatched like RealtimeSocket's: "event" {event}, "state" {state, code, reason}.
+// Events dispatched as RealtimeConnection's: "event" {event}, "state" {state, code, reason}.
+import { RealtimeConnection } from "./realtime-protocol.js";
 
 export const EVENTS_CHANNEL = "oai-events";
 
-export class RealtimeCall extends EventTarget {
+export class RealtimeCall extends RealtimeConnection {
   constructor(callsUrl, key, { session = null, iceServers = [] } = {}) {
     super();
     this.callsUrl = callsUrl;
@@ -31,15 +32,7 @@ export class RealtimeCall extends EventTarget {
       if (this.session) this.send({ type: "session.update", session: this.session });
       this.emit("state", { state: "open" });
     };
-    channel.onmessage = ({ data }) => {
-      let event;
-      try {
-        event = JSON.parse(data);
-      } catch {
-        return;
-      }
-      this.emit("event", { event });
-    };
+    channel.onmessage = ({ data }) => this.receive(data);
     channel.onclose = () => this.emit("state", { state: "closed", code: 1000 });
     pc.onconnectionstatechange = () => {
       if (pc.connectionState === "failed") {
@@ -71,9 +64,5 @@ export class RealtimeCall extends EventTarget {
     this.channel?.close();
     this.pc?.close();
     this.pc = this.channel = null;
-  }
-
-  emit(type, detail) {
-    this.dispatchEvent(new CustomEvent(type, { detail }));
   }
 }
