@@ -785,8 +785,12 @@ def process_tree(pid: int) -> list[int]:
     return tree
 
 
-def tree_cpu(pid: int) -> dict[int, float]:
-    return {each: cpu_seconds(each) for each in process_tree(pid)}
+def cpu_by_process(pids: dict[str, int]) -> dict[str, dict[int, float]]:
+    """CPU seconds so far per pid of each named process tree; the bench's own process only
+    (daphne and the stand-in are its children)."""
+    return {name: {each: cpu_seconds(each)
+                   for each in ([pid] if name == "bench" else process_tree(pid))}
+            for name, pid in pids.items()}
 
 
 def processes(setup: Setup) -> dict[str, int]:
@@ -802,12 +806,12 @@ async def run_speakers(setup: Setup, count: int, audio: list[Spoken],
     speakers = [await new_speaker(setup, slug, f"Speaker {n}") for n in range(count)]
     pids = processes(setup)
     t0 = time.monotonic() + 0.3
-    cpu0 = {name: tree_cpu(pid) for name, pid in pids.items()}
+    cpu0 = cpu_by_process(pids)
     busy0 = system_busy_seconds()
     await asyncio.gather(*(s.stream(a.pcm, chunk_s, t0) for s, a in zip(speakers, audio,
                                                                      strict=False)))
     wall = time.monotonic() - t0
-    cpu1 = {name: tree_cpu(pid) for name, pid in pids.items()}
+    cpu1 = cpu_by_process(pids)
     cpu = {name: sum(seconds - cpu0[name].get(each, 0.0) for each, seconds in cpu1[name].items())
            / wall for name in pids}
     cpu["others"] = max(0.0, (system_busy_seconds() - busy0) / wall - sum(cpu.values()))
@@ -864,7 +868,7 @@ async def part_speakers(args, lm_path: Path) -> None:
               f"{len(os.sched_getaffinity(0))} cores (shared with this bench's clients)",
               flush=True)
         print("CPU: utime+stime / wall while the speakers stream, % of one core, of each "
-              "process and its descendants (daphne's: its decoder processes, "
+              "process tree (daphne's includes its decoder processes, "
               f"{row.daphne_children} in the last run); connect s: the slowest speaker's socket "
               "open -> session.created", flush=True)
     finally:

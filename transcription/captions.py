@@ -4,6 +4,8 @@
 from __future__ import annotations
 
 import logging
+import time
+from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
 
 from channels.db import database_sync_to_async
@@ -15,6 +17,8 @@ from rooms.services import room_event, room_group
 from .models import CaptionSegment
 
 log = logging.getLogger(__name__)
+
+PARTIAL_INTERVAL = 0.15  # seconds between partial-caption broadcasts of one turn
 
 
 @database_sync_to_async
@@ -57,9 +61,13 @@ class SpeakerCaptions:
     faster than real time.
     """
 
-    def __init__(self, room_id: int, speaker_key: str, speaker_name: str, engine: str):
+    def __init__(self, room_id: int, speaker_key: str, speaker_name: str, engine: str, *,
+                 clock: Callable[[], float] = time.monotonic):
         self.room_id, self.speaker_key, self.speaker_name = room_id, speaker_key, speaker_name
         self.engine = engine
+        self.clock = clock
+        self.unsent: dict[str, str] = {}  # partial text held back, per turn
+        self.partial_sent_at: dict[str, float] = {}
         self.opened_at = datetime.now(UTC)
         self.turn_started: dict[str, int] = {}
         self.turn_stopped: dict[str, int] = {}
@@ -80,12 +88,14 @@ class SpeakerCaptions:
             self.committed_at[event["item_id"]] = datetime.now(UTC)
             await self._open_turn(event["item_id"])
         elif kind.endswith("input_audio_transcription.delta"):
-            await self._broadcast(event["item_id"], None, event["delta"], final=False)
+            await self._partial(event["item_id"], event["delta"])
         elif kind.endswith("input_audio_transcription.completed"):
             await self._finish(event["item_id"], event["transcript"])
         elif kind.endswith("input_audio_transcription.failed"):
             # Listeners drop the turn's partial line; nothing is stored.
             item = event["item_id"]
+            self.unsent.pop(item, None)
+            self.partial_sent_at.pop(item, None)
             self.announced.discard(item)
             self.turn_started.pop(item, None)
             self.turn_stopped.pop(item, None)
@@ -106,7 +116,21 @@ class SpeakerCaptions:
             self.announced.add(item)
             await self._broadcast(item, None, "", final=False)
 
+    async def _partial(self, item: str, delta: str) -> None:
+        """Coalesce partial text: at most one broadcast per turn every PARTIAL_INTERVAL (a
+        streaming model sends a delta per token; the room needs a few updates a second).
+        Held-back words go out with the next partial, or are superseded by the final text."""
+        text = self.unsent.pop(item, "") + delta
+        now = self.clock()
+        if now - self.partial_sent_at.get(item, -PARTIAL_INTERVAL) < PARTIAL_INTERVAL:
+            self.unsent[item] = text
+            return
+        self.partial_sent_at[item] = now
+        await self._broadcast(item, None, text, final=False)
+
     async def _finish(self, item: str, text: str) -> None:
+        self.unsent.pop(item, None)
+        self.partial_sent_at.pop(item, None)
         self.announced.discard(item)
         previous = self.previous_items.pop(item, None)
         committed_at = self.committed_at.pop(item, None) or datetime.now(UTC)
