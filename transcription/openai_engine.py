@@ -88,7 +88,7 @@ class OpenAIStream:
         self.current: Upstream | None = None
         self.retired: set[Upstream] = set()
         self.announced = False
-        self.sent_ms = 0.0
+        self.audio_ms = 0.0  # the client's audio timeline: sent or dropped
         self.uncommitted = 0  # bytes since the last commit (manual turns)
         self.in_turn = False
         self.last_item: str | None = None
@@ -113,6 +113,7 @@ class OpenAIStream:
         upstream = self.current
         if upstream is None:  # reconnecting: live captions skip this audio
             self.dropped_bytes += len(pcm24k)
+            self.audio_ms += len(pcm24k) / BYTES_PER_MS
             return
         # The SDK's typed append validates each event; audio chunks go raw (same wire event).
         frame = json.dumps({"type": "input_audio_buffer.append",
@@ -122,7 +123,7 @@ class OpenAIStream:
         except ConnectionClosed:
             self._lost(upstream)
             return
-        self.sent_ms += len(pcm24k) / BYTES_PER_MS
+        self.audio_ms += len(pcm24k) / BYTES_PER_MS
         self.uncommitted += len(pcm24k)
 
     async def commit(self) -> None:
@@ -191,7 +192,7 @@ class OpenAIStream:
         old = self.current
         self.current = None  # audio arriving while the new connection opens is skipped
         try:
-            self.current = await self._connect(offset_ms=self.sent_ms)
+            self.current = await self._connect(offset_ms=self.audio_ms)
         except EngineFailed:  # keep the old session; try again at the next pause
             self.current = old
             old.opened_at = time.monotonic() - settings.TRANSCRIPTION["ROTATE_SECONDS"] + 5
@@ -321,7 +322,7 @@ class OpenAIStream:
             if self.closing:
                 return
             try:
-                self.current = await self._connect(offset_ms=self.sent_ms)
+                self.current = await self._connect(offset_ms=self.audio_ms)
                 return
             except EngineFailed as failure:
                 if failure.code != UPSTREAM_UNAVAILABLE:  # a refusal: retrying won't help
