@@ -42,10 +42,10 @@ With --engine openai, daphne runs Parley's OpenAI engine (TRANSCRIPTION_ENGINE=o
 OPENAI_* pointing at tests/support/openai_standin.py, started as its own process so daphne's
 CPU is Parley's own; it gets the sentences' LM unless --general-model) for every part.
 
-Default run: about 4.5 min (offline), 4 min (--engine openai).
+Default run: about 4 min (offline), 4 min (--engine openai) on 2 cores.
 Usage: .venv/bin/python bench/transcription.py [--parts engine,captions,speakers]
     [--engine offline|openai] [--general-model] [--speakers-lm] [--listeners 2]
-    [--sentences 10] [--speakers 1,2,4,6,8] [--duration 20] [--chunk-ms 100]
+    [--sentences 10] [--speakers 1,4,8,12,16] [--duration 20] [--chunk-ms 100]
     [--engine-gap 1.0] [--threads nproc] [--proxy-rounds 2] [--offline-processes N]
 """
 
@@ -166,7 +166,7 @@ def write_wav(path: Path, pcm: bytes) -> None:
 def spoken_clip(sentence: str, voice: str, tmp: Path) -> bytes:
     raw, clip = tmp / "raw.wav", tmp / "clip.wav"
     subprocess.run(["espeak-ng", "-v", voice, "-s", "150", "-w", str(raw), sentence], check=True)
-    subprocess.run(["sox", str(raw), "-r", str(RATE), "-c", "1", "-b", "16", str(clip)],
+    subprocess.run(["sox", "-R", str(raw), "-r", str(RATE), "-c", "1", "-b", "16", str(clip)],
                    check=True)
     return read_wav(clip)
 
@@ -175,11 +175,12 @@ def with_noise_floor(pcm: bytes, tmp: Path) -> bytes:
     """Mixed as speech.py mixes: `sox -m` (which halves both inputs) with white noise."""
     joined, noise, mixed = tmp / "joined.wav", tmp / "noise.wav", tmp / "mixed.wav"
     write_wav(joined, pcm)
-    # -R: sox's repeatable mode (fixed seed), so every run hears the same noise.
+    # -R (every sox call): repeatable mode, a fixed seed for the noise and the dither, so every
+    # run hears the same audio (without it, WER moved by up to 3 points between runs).
     subprocess.run(["sox", "-R", "-n", "-r", str(RATE), "-c", "1", "-b", "16", str(noise), "synth",
                     f"{len(pcm) / BYTES_PER_SECOND:.3f}", "whitenoise", "vol", NOISE_VOLUME],
                    check=True)
-    subprocess.run(["sox", "-m", str(joined), str(noise), str(mixed)], check=True)
+    subprocess.run(["sox", "-R", "-m", str(joined), str(noise), str(mixed)], check=True)
     return read_wav(mixed)[: len(pcm)]
 
 
@@ -990,7 +991,7 @@ def main() -> None:
                         help="speakers part (offline) with OFFLINE_LM (default: general model)")
     parser.add_argument("--listeners", type=int, default=2)
     parser.add_argument("--sentences", type=int, default=10)
-    parser.add_argument("--speakers", default="1,2,4,6,8")
+    parser.add_argument("--speakers", default="1,4,8,12,16")
     parser.add_argument("--duration", type=float, default=20.0)
     parser.add_argument("--chunk-ms", type=int, default=100)
     parser.add_argument("--engine-gap", type=float, default=1.0)

@@ -1,5 +1,6 @@
 """Speech for tests: espeak-ng sentences as PCM16 mono 24 kHz with a faint noise floor
-(espeak's perfectly silent gaps confuse recognisers; see ../shared/notes)."""
+(espeak's perfectly silent gaps confuse recognisers; see ../shared/notes). sox runs with -R
+(repeatable dither and noise), so the same sentences make the same audio every time."""
 
 from __future__ import annotations
 
@@ -24,18 +25,18 @@ def speech_pcm24k(sentences: list[str], gap_seconds: float = 1.5) -> bytes:
             subprocess.run(["espeak-ng", "-v", "en-us", "-s", "150", "-w", str(raw), sentence],
                            check=True)
             padded = Path(tmp, f"p{n}.wav")
-            subprocess.run(["sox", str(raw), "-r", "24000", "-c", "1", "-b", "16", str(padded),
-                            "pad", str(gap_seconds), "0"], check=True)
+            subprocess.run(["sox", "-R", str(raw), "-r", "24000", "-c", "1", "-b", "16",
+                            str(padded), "pad", str(gap_seconds), "0"], check=True)
             parts.append(str(padded))
         joined = Path(tmp, "joined.wav")
-        subprocess.run(["sox", *parts, str(joined), "pad", "0", str(gap_seconds)], check=True)
+        subprocess.run(["sox", "-R", *parts, str(joined), "pad", "0", str(gap_seconds)], check=True)
         with wave.open(str(joined)) as w:
             seconds = w.getnframes() / w.getframerate()
         noise = Path(tmp, "noise.wav")
-        subprocess.run(["sox", "-n", "-r", "24000", "-c", "1", "-b", "16", str(noise),
+        subprocess.run(["sox", "-R", "-n", "-r", "24000", "-c", "1", "-b", "16", str(noise),
                         "synth", f"{seconds:.3f}", "whitenoise", "vol", "0.003"], check=True)
         mixed = Path(tmp, "mixed.wav")
-        subprocess.run(["sox", "-m", str(joined), str(noise), str(mixed)], check=True)
+        subprocess.run(["sox", "-R", "-m", str(joined), str(noise), str(mixed)], check=True)
         with wave.open(str(mixed)) as w:
             return w.readframes(w.getnframes())
 
