@@ -30,6 +30,9 @@ bench: test-system-deps install-dev
 	$(BIN)/python bench/chat_fanout.py --socketio
 	$(BIN)/python bench/p2p_setup.py
 	$(BIN)/python bench/p2p_setup.py --redis
+	$(BIN)/python bench/sfu_forwarding.py
+	$(BIN)/python bench/transcription.py
+	$(BIN)/python bench/transcription.py --engine openai
 
 install: $(VENV)/.installed
 
