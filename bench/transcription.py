@@ -84,6 +84,7 @@ from tests.support.servers import (  # noqa: E402
     free_port,
     log_file,
     port_open,
+    stop_process,
     wait_until,
 )
 from transcription.client import mint_guest_key  # noqa: E402
@@ -379,7 +380,23 @@ class Turn:
     transcript: str = ""
 
 
-class RealtimeSpeaker:
+class SocketClient:
+    """A WebSocket and the task reading it; closing stops both."""
+
+    socket: ClientConnection | None = None
+    reader: asyncio.Task | None = None
+
+    async def close(self) -> None:
+        if self.reader is not None:
+            self.reader.cancel()
+            with contextlib.suppress(asyncio.CancelledError, Exception):
+                await self.reader
+        if self.socket is not None:
+            with contextlib.suppress(Exception):
+                await self.socket.close()
+
+
+class RealtimeSpeaker(SocketClient):
     """One speaker's Realtime-API transcription socket: sends audio, times the events."""
 
     def __init__(self, url: str, key: str):
@@ -450,17 +467,8 @@ class RealtimeSpeaker:
         return len(grouped) == len(spoken.spans) and all(
             t.completed_at for t in self.turns.values() if t.start_ms is not None)
 
-    async def close(self) -> None:
-        if self.reader is not None:
-            self.reader.cancel()
-            with contextlib.suppress(asyncio.CancelledError, Exception):
-                await self.reader
-        if self.socket is not None:
-            with contextlib.suppress(Exception):
-                await self.socket.close()
 
-
-class CaptionListener:
+class CaptionListener(SocketClient):
     """Another page in the room: its room socket's `caption` events, with arrival times."""
 
     def __init__(self, base_url: str, slug: str, session_id: str):
@@ -493,15 +501,6 @@ class CaptionListener:
                 self.final_text.setdefault(item, event["text"])
             elif event["text"].strip():  # words (an empty partial only opens the turn)
                 self.first_partial.setdefault(item, now)
-
-    async def close(self) -> None:
-        if self.reader is not None:
-            self.reader.cancel()
-            with contextlib.suppress(asyncio.CancelledError, Exception):
-                await self.reader
-        if self.socket is not None:
-            with contextlib.suppress(Exception):
-                await self.socket.close()
 
 
 async def wait_for(predicate: Callable[[], bool], timeout: float) -> bool:
@@ -549,12 +548,7 @@ class Standin:
         return cls(process, port, api_key)
 
     def stop(self) -> None:
-        if self.process.poll() is None:
-            self.process.terminate()
-            try:
-                self.process.wait(10)
-            except subprocess.TimeoutExpired:
-                self.process.kill()
+        stop_process(self.process)
 
 
 @dataclass

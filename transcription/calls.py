@@ -19,7 +19,6 @@ import asyncio
 import contextlib
 import contextvars
 import json
-import logging
 import secrets
 
 from aiortc import RTCSessionDescription
@@ -29,12 +28,11 @@ from django.views.decorators.csrf import csrf_exempt
 
 from signaling.sfu.room import peer_connection
 
-from . import captions, engines, realtime
+from . import engines, realtime
 from .audio import pcm_from_track
 from .consumers import presented_key
 from .keys import KeyGrant, check_key
-
-log = logging.getLogger(__name__)
+from .pipeline import SpeakerPipeline
 
 EVENTS_CHANNEL = "oai-events"
 MAX_OFFER_BYTES = 64 * 1024
@@ -50,22 +48,23 @@ class RealtimeCall:
         self.pc = peer_connection(_ice_servers())
         self.channel = None
         self.unsent: list[str] = []  # events made before the data channel opened
-        self.events: asyncio.Queue[dict] = asyncio.Queue()
-        self.stream = engines.open_stream(self.events.put_nowait)
-        self.captions = captions.SpeakerCaptions(grant.room_id, grant.speaker_key,
-                                                 grant.speaker_name, self.stream.engine)
+        self.pipeline: SpeakerPipeline | None = None
         self.tasks: set[asyncio.Task] = set()
         self.connected = asyncio.Event()
         self.ended = asyncio.Event()
 
     async def answer(self, offer_sdp: str) -> str:
+        """Runs in a task of its own context (see create_call): the pipeline's relay task,
+        which stores captions, is created here and inherits it."""
+        self.pipeline = SpeakerPipeline(
+            self.grant.room_id, self.grant.speaker_key, self.grant.speaker_name,
+            deliver=self._deliver, on_failed=self._end_soon)
         self.pc.on("datachannel", self._on_channel)
         self.pc.on("track", self._on_track)
         self.pc.on("connectionstatechange", self._on_state)
         await self.pc.setRemoteDescription(RTCSessionDescription(offer_sdp, "offer"))
         await self.pc.setLocalDescription(await self.pc.createAnswer())
-        await self.stream.start()
-        self._spawn(self._relay())
+        await self.pipeline.start()
         self._spawn(self._expire())
         return self.pc.localDescription.sdp
 
@@ -97,19 +96,20 @@ class RealtimeCall:
     async def _transcribe(self, track) -> None:
         with contextlib.suppress(Exception):  # the track ends when the call does
             async for pcm in pcm_from_track(track):
-                await self.stream.feed(pcm)
+                await self.pipeline.stream.feed(pcm)
 
     async def _client_event(self, message) -> None:
         text = message if isinstance(message, str) else None
         binary = message if isinstance(message, bytes) else None
+        stream = self.pipeline.stream
         try:
             event = realtime.parse_client_event(text, binary)
             if isinstance(event, realtime.SessionUpdate):
-                await self.stream.update(event.session)
+                await stream.update(event.session)
             elif isinstance(event, realtime.Commit):
-                await self.stream.commit()
+                await stream.commit()
             elif isinstance(event, realtime.Clear):
-                await self.stream.clear()
+                await stream.clear()
             else:  # over WebRTC the audio is the track
                 raise realtime.RealtimeError(
                     "invalid_value", "Audio travels on the media track in a WebRTC call.",
@@ -119,20 +119,12 @@ class RealtimeCall:
         except engines.EngineFailed:
             pass  # reported through the events
 
-    async def _relay(self) -> None:
-        while True:
-            event = await self.events.get()
-            if event["type"] == "parley.stream_failed":
-                await self.end()
-                return
-            if "event_id" not in event:
-                event = realtime.server_event(event["type"], **{
-                    k: v for k, v in event.items() if k != "type"})
-            self._send(event)
-            try:
-                await self.captions.handle(event)
-            except Exception:
-                log.exception("caption handling failed")
+    async def _deliver(self, event: dict) -> None:
+        self._send(event)
+
+    async def _end_soon(self) -> None:
+        """The engine failed: end the call (from its own task, not the relay's)."""
+        self._spawn(self.end())
 
     def _send(self, event: dict) -> None:
         text = json.dumps(event)
@@ -153,12 +145,8 @@ class RealtimeCall:
             return
         self.ended.set()
         CALLS.pop(self.id, None)
-        with contextlib.suppress(Exception):
-            await self.stream.close()  # the last turn's events still reach the captions
-        while not self.events.empty():
-            event = self.events.get_nowait()
-            with contextlib.suppress(Exception):
-                await self.captions.handle(event)
+        if self.pipeline is not None:
+            await self.pipeline.close()  # the last turn's events still reach the captions
         await self.pc.close()
         current = asyncio.current_task()
         for task in list(self.tasks):

@@ -12,10 +12,8 @@ the offline engine. Transcripts become the room's shared captions; final ones ar
 
 from __future__ import annotations
 
-import asyncio
 import contextlib
 import json
-import logging
 from urllib.parse import parse_qs
 
 from channels.db import database_sync_to_async
@@ -30,8 +28,7 @@ from . import captions, engines, realtime, reports
 from .engines import TranscriptionStream
 from .keys import KeyGrant, check_key
 from .models import CaptionSegment
-
-log = logging.getLogger(__name__)
+from .pipeline import SpeakerPipeline
 
 CLOSE_UNAUTHORIZED = 4401
 CLOSE_UPSTREAM_FAILED = 4502  # after an `error` naming the cause (key refused, quota, gone)
@@ -72,7 +69,7 @@ def _origin_allowed(scope) -> bool:
 
 class RealtimeConsumer(AsyncWebsocketConsumer):
     grant: KeyGrant | None = None
-    stream: TranscriptionStream | None = None
+    pipeline: SpeakerPipeline | None = None
 
     async def connect(self) -> None:
         key = presented_key(self.scope)
@@ -92,29 +89,19 @@ class RealtimeConsumer(AsyncWebsocketConsumer):
             return
         self.grant = grant
         self.buffered = 0  # bytes appended since the last commit or clear
-        # Engine events are relayed by one task, in the order the engine made them.
-        self.engine_events: asyncio.Queue[dict] = asyncio.Queue()
-        self.stream = engines.open_stream(self.engine_events.put_nowait)
-        self.captions = captions.SpeakerCaptions(grant.room_id, grant.speaker_key,
-                                                 grant.speaker_name, self.stream.engine)
-        self.relay_task = asyncio.create_task(self._relay_events())
-        try:
-            await self.stream.start()
-        except engines.EngineFailed:
-            self.stream = None  # the relay reports the failure and closes the socket
+        self.pipeline = SpeakerPipeline(
+            grant.room_id, grant.speaker_key, grant.speaker_name, deliver=self.send_json,
+            on_failed=lambda: self.close(code=CLOSE_UPSTREAM_FAILED))
+        with contextlib.suppress(engines.EngineFailed):  # relayed, then the socket closes
+            await self.pipeline.start()
 
     async def disconnect(self, code: int) -> None:
-        if self.grant is None:
-            return
-        if self.stream is not None:
+        if self.pipeline is not None:
             # Closing ends an open turn; its transcript is still stored and shared.
-            await self.stream.close()
-        self.engine_events.put_nowait({"type": "parley.closed"})
-        with contextlib.suppress(asyncio.CancelledError):
-            await self.relay_task
+            await self.pipeline.close()
 
     async def receive(self, text_data: str | None = None, bytes_data: bytes | None = None):
-        if self.stream is None:
+        if self.pipeline is None or not self.pipeline.started:
             return
         try:
             event = realtime.parse_client_event(text_data, bytes_data)
@@ -122,16 +109,16 @@ class RealtimeConsumer(AsyncWebsocketConsumer):
             await self.send_json(error.event())
             return
         try:
-            await self._apply(event)
+            await self._apply(event, self.pipeline.stream)
         except engines.EngineFailed:
-            pass  # reported by the relay, which closes the socket
+            pass  # relayed, then the socket closes
 
-    async def _apply(self, event: realtime.ClientEvent) -> None:
+    async def _apply(self, event: realtime.ClientEvent, stream: TranscriptionStream) -> None:
         if isinstance(event, realtime.Append):
             self.buffered += len(event.audio)
             # Awaiting the engine is the backpressure: a client sending faster than it takes
             # audio waits here, and the socket's receive buffer fills instead of our memory.
-            await self.stream.feed(event.audio)
+            await stream.feed(event.audio)
         elif isinstance(event, realtime.Commit):
             if self.buffered < realtime.MIN_COMMIT_BYTES:
                 await self.send_json(realtime.RealtimeError(
@@ -139,31 +126,12 @@ class RealtimeConsumer(AsyncWebsocketConsumer):
                     "Commit needs at least 100 ms of audio since the last commit.").event())
                 return
             self.buffered = 0
-            await self.stream.commit()
+            await stream.commit()
         elif isinstance(event, realtime.Clear):
             self.buffered = 0
-            await self.stream.clear()
+            await stream.clear()
         else:
-            await self.stream.update(event.session)
-
-    async def _relay_events(self) -> None:
-        while True:
-            event = await self.engine_events.get()
-            kind = event["type"]
-            if kind == "parley.closed":
-                return
-            if kind == "parley.stream_failed":
-                await self.close(code=CLOSE_UPSTREAM_FAILED)
-                continue
-            if "event_id" not in event:
-                event = realtime.server_event(kind, **{
-                    k: v for k, v in event.items() if k != "type"})
-            with contextlib.suppress(Exception):  # the client may be gone; captions go on
-                await self.send_json(event)
-            try:
-                await self.captions.handle(event)
-            except Exception:
-                log.exception("caption handling failed")
+            await stream.update(event.session)
 
     async def send_json(self, content: dict) -> None:
         await self.send(text_data=json.dumps(content))

@@ -15,7 +15,7 @@ from typing import Protocol
 from django.conf import settings
 
 from .models import CaptionSegment
-from .offline import OfflineConfig, new_item_id, shared_engine  # noqa: F401 (re-exported)
+from .offline import new_item_id, shared_engine
 from .offline_pool import DecoderProcessDied
 
 EventSink = Callable[[dict], None]

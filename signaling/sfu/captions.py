@@ -10,7 +10,7 @@ import logging
 
 from transcription import engines
 from transcription.audio import pcm_from_track
-from transcription.captions import SpeakerCaptions
+from transcription.pipeline import SpeakerPipeline
 
 from .media import Publication
 
@@ -44,14 +44,11 @@ class CallCaptions:
 
     async def _transcribe(self, member_id: str, speaker_key: str, speaker_name: str,
                           publication: Publication) -> None:
-        events: asyncio.Queue[dict] = asyncio.Queue()
-        stream = engines.open_stream(events.put_nowait)
-        sink = SpeakerCaptions(self.room_id, speaker_key, speaker_name, stream.engine)
-        relay = asyncio.create_task(_relay(events, sink))
+        pipeline = SpeakerPipeline(self.room_id, speaker_key, speaker_name)
         try:
-            await stream.start()
+            await pipeline.start()
             async for pcm in pcm_from_track(publication.decoded()):
-                await stream.feed(pcm)
+                await pipeline.stream.feed(pcm)
         except asyncio.CancelledError:
             raise
         except engines.EngineFailed as failure:  # reported to the room as a caption error
@@ -60,15 +57,4 @@ class CallCaptions:
             log.debug("captions for %s ended", member_id, exc_info=True)
         finally:
             publication.stop_decoding()
-            with contextlib.suppress(Exception):
-                await stream.close()  # ends an open turn
-            relay.cancel()
-            while not events.empty():  # the last turn's events, delivered by the close
-                with contextlib.suppress(Exception):
-                    await sink.handle(events.get_nowait())
-
-
-async def _relay(events: asyncio.Queue, sink: SpeakerCaptions) -> None:
-    while True:
-        with contextlib.suppress(Exception):
-            await sink.handle(await events.get())
+            await pipeline.close()  # ends an open turn, whose captions are still stored

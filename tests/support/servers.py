@@ -56,6 +56,17 @@ def wait_until(check, *, timeout: float, what: str, interval: float = 0.05) -> N
     raise TimeoutError(f"{what} not ready after {timeout}s (last error: {last_error})")
 
 
+def stop_process(process: subprocess.Popen) -> None:
+    """Terminate, and kill if it has not exited within 10 s."""
+    if process.poll() is None:
+        process.terminate()
+        try:
+            process.wait(10)
+        except subprocess.TimeoutExpired:
+            process.kill()
+            process.wait(5)
+
+
 def port_open(port: int) -> bool:
     with socket.socket() as sock:
         sock.settimeout(0.5)
@@ -210,13 +221,7 @@ class DaphneProcess:
             return reply.status == 200
 
     def stop(self) -> None:
-        if self.process.poll() is None:
-            self.process.terminate()
-            try:
-                self.process.wait(10)
-            except subprocess.TimeoutExpired:
-                self.process.kill()
-                self.process.wait(5)
+        stop_process(self.process)
 
     def log(self) -> str:
         return self.log_path.read_text(errors="replace")
