@@ -1,7 +1,7 @@
 """ASGI entry point served by daphne: HTTP to Django, WebSockets through Channels.
 
-Room sockets pass the Origin check (hosts in ALLOWED_HOSTS); `/v1/` API sockets are key-
-authenticated. All carry the Django session and user.
+Room sockets pass the Origin check (exactly our own origin: rooms/origin.py); `/v1/` API
+sockets are key-authenticated. All carry the Django session and user.
 """
 
 import os
@@ -13,12 +13,16 @@ django_asgi_app = get_asgi_application()
 
 from channels.auth import AuthMiddlewareStack  # noqa: E402
 from channels.routing import ProtocolTypeRouter, URLRouter  # noqa: E402
-from channels.security.websocket import AllowedHostsOriginValidator  # noqa: E402
+from django.conf import settings  # noqa: E402
 
 import rooms.routing  # noqa: E402
 import signaling.routing  # noqa: E402
 import signaling.sfu.routing  # noqa: E402
 import transcription.routing  # noqa: E402
+from project import transport  # noqa: E402
+from rooms.origin import SameOriginValidator  # noqa: E402
+
+transport.install(settings.PARLEY["MAX_OUTBOUND_BYTES"])
 
 websocket_urlpatterns = [
     *rooms.routing.websocket_urlpatterns,
@@ -27,7 +31,7 @@ websocket_urlpatterns = [
     *transcription.routing.room_websocket_urlpatterns,
 ]
 
-room_sockets = AllowedHostsOriginValidator(AuthMiddlewareStack(URLRouter(websocket_urlpatterns)))
+room_sockets = SameOriginValidator(AuthMiddlewareStack(URLRouter(websocket_urlpatterns)))
 api_sockets = AuthMiddlewareStack(URLRouter(transcription.routing.websocket_urlpatterns))
 
 

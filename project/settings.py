@@ -198,6 +198,14 @@ PARLEY = {
     # come a few per second.
     "CAPTION_RATE_BURST": int(env_number("PARLEY_CAPTION_RATE_BURST", 40)),
     "CAPTION_RATE_PER_SECOND": env_number("PARLEY_CAPTION_RATE_PER_SECOND", 20),
+    # The /v1/realtime socket: a browser appends 10 chunks a second, SDK clients often 50
+    # (20 ms chunks); a burst covers a reconnect's catch-up.
+    "REALTIME_RATE_BURST": int(env_number("PARLEY_REALTIME_RATE_BURST", 200)),
+    "REALTIME_RATE_PER_SECOND": env_number("PARLEY_REALTIME_RATE_PER_SECOND", 100),
+    # Bytes a socket may leave unread on the server (project/transport.py) before it is
+    # closed with 4408: ~25 s of a busy 200-person room; one slow phone must not hold
+    # megabytes for each of a thousand sockets.
+    "MAX_OUTBOUND_BYTES": int(env_number("PARLEY_MAX_OUTBOUND_BYTES", 512 * 1024)),
 }
 
 # WebRTC ICE servers handed to pages (JSON list of RTCIceServer dicts). Empty: host
@@ -236,6 +244,9 @@ TRANSCRIPTION = {
     "OFFLINE_PROCESSES": int(env_number("OFFLINE_PROCESSES", os.cpu_count() or 1)),
     # Lifetime of the keys POST /api/transcription-session mints (OpenAI allows 10-7200 s).
     "KEY_TTL_SECONDS": int(env_number("TRANSCRIPTION_KEY_TTL_SECONDS", 120)),
+    # Transcription sessions (proxy sockets) one member may hold at once, per server process
+    # (transcription/slots.py).
+    "MAX_SESSIONS_PER_MEMBER": int(env_number("TRANSCRIPTION_MAX_SESSIONS_PER_MEMBER", 2)),
 }
 
 LOGGING = {

@@ -18,18 +18,6 @@ log = logging.getLogger(__name__)
 class RoomConsumer(RoomSocket):
     """One participant's chat connection to one room."""
 
-    heartbeat_task: asyncio.Task | None = None
-
-    async def __call__(self, scope, receive, send) -> None:
-        try:
-            await super().__call__(scope, receive, send)
-        finally:
-            # However the consumer ends (an exception skips `disconnect()`), stop the heartbeat:
-            # a leftover one re-adds this dead channel to the group and refreshes its presence
-            # entry forever, so the participant never leaves the room's presence.
-            if self.heartbeat_task is not None:
-                self.heartbeat_task.cancel()
-
     async def joined(self) -> None:
         """Called once admitted: register, send `hello`, announce a first-tab join."""
         room = self.room
@@ -60,14 +48,12 @@ class RoomConsumer(RoomSocket):
         })
         if first_tab:
             await self._broadcast({"type": "presence", "joined": [self.me.as_dict()], "left": []})
-        self.heartbeat_task = asyncio.create_task(self._heartbeat())
+        self.spawn(self._heartbeat(), name="heartbeat")
 
-    async def disconnect(self, code: int) -> None:
-        """Called when the socket closes: stop the heartbeat and announce a last-tab leave."""
-        if self.heartbeat_task is not None:
-            self.heartbeat_task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self.heartbeat_task
+    async def closed(self) -> None:
+        """Called once the socket ended, however it ended (its heartbeat already stopped:
+        a leftover one would re-add this dead channel to the group and refresh its presence
+        forever): leave the group, announce a last-tab leave."""
         if self.room is None:
             return
         with contextlib.suppress(Exception):

@@ -7,27 +7,32 @@ JSON text object with a `type`. Parsing raises ProtocolError, which the consumer
 
 from __future__ import annotations
 
-import json
 import re
 from dataclasses import dataclass
 from typing import Any, TypedDict
 
+from . import frames
+
 # Close codes (WebSocket private range 4000-4999), sent after the handshake is accepted.
 CLOSE_FORBIDDEN = 4403  # no session that joined the room / not a member of a private room
 CLOSE_NOT_FOUND = 4404  # no such room
+CLOSE_SLOW_READER = 4408  # fell MAX_OUTBOUND_BYTES behind reading (project/transport.py)
 CLOSE_FLOOD = 4429  # kept sending past the rate limit after being told to slow down
+CLOSE_TOO_MANY = 4430  # this member already holds as many sockets of this kind as allowed
 
 # Error codes carried by `error` events; the connection stays open after each.
-BAD_JSON = "bad_json"
-BAD_FRAME = "bad_frame"  # valid JSON but not an object
-BINARY_NOT_SUPPORTED = "binary_not_supported"
-FRAME_TOO_LARGE = "frame_too_large"
+BAD_JSON = frames.BAD_JSON
+BAD_FRAME = frames.BAD_FRAME  # valid JSON but not an object
+BINARY_NOT_SUPPORTED = frames.BINARY_NOT_SUPPORTED
+FRAME_TOO_LARGE = frames.FRAME_TOO_LARGE  # past the socket's frame size or value count
 UNKNOWN_TYPE = "unknown_type"
 MISSING_FIELD = "missing_field"
 INVALID_FIELD = "invalid_field"
 TEXT_TOO_LONG = "text_too_long"
 RATE_LIMITED = "rate_limited"
 SERVER_ERROR = "server_error"
+TOO_DEEP = frames.TOO_DEEP  # nested deeper than frames.MAX_DEPTH
+BAD_TEXT = frames.BAD_TEXT  # a string with a lone surrogate (not valid Unicode)
 
 CLIENT_ID_PATTERN = re.compile(r"^[A-Za-z0-9_.:-]{1,64}$")
 
@@ -80,20 +85,19 @@ class ChatMessageEvent(TypedDict):
 
 
 def parse_frame(text: str | None, binary: bytes | None, *, max_bytes: int) -> dict:
-    """Decode one frame into a JSON object, or raise ProtocolError."""
-    if binary is not None:
-        raise ProtocolError(BINARY_NOT_SUPPORTED, "Binary frames are not supported; send JSON.")
-    if text is None:
-        raise ProtocolError(BAD_FRAME, "Empty frame.")
-    if len(text.encode("utf-8", "surrogatepass")) > max_bytes:
-        raise ProtocolError(FRAME_TOO_LARGE, f"Frames are limited to {max_bytes} bytes.")
+    """Decode one frame into a JSON object (rooms/frames.py), or raise ProtocolError."""
     try:
-        data = json.loads(text)
-    except ValueError:
-        raise ProtocolError(BAD_JSON, "The frame is not valid JSON.") from None
-    if not isinstance(data, dict):
-        raise ProtocolError(BAD_FRAME, "A frame must be a JSON object with a 'type'.")
-    return data
+        return frames.decode_frame(text, binary, max_bytes=max_bytes)
+    except frames.FrameError as error:
+        raise ProtocolError(error.code, error.message, ref=client_id_in(error.data)) from None
+
+
+def client_id_in(data: dict | None) -> str | None:
+    """The well-formed client_id of a (possibly refused) frame, so the client can match it."""
+    client_id = data.get("client_id") if data else None
+    if isinstance(client_id, str) and CLIENT_ID_PATTERN.match(client_id):
+        return client_id
+    return None
 
 
 def parse_client_message(data: dict, *, max_text_chars: int) -> ClientMessage:

@@ -29,7 +29,7 @@ class SignalConsumer(RoomSocket):
     rate_settings = ("SIGNAL_RATE_BURST", "SIGNAL_RATE_PER_SECOND")
     frame_setting = "SIGNAL_MAX_FRAME_BYTES"
     peer: Peer | None = None
-    heartbeat_task: asyncio.Task | None = None
+    heartbeat_task: asyncio.Task | None = None  # owned by the base class (spawn)
 
     async def joined(self) -> None:
         """Called once admitted: say who we are and which ICE servers to use."""
@@ -42,12 +42,9 @@ class SignalConsumer(RoomSocket):
             "ice_servers": ice_servers_for(self.me.id),
         })
 
-    async def disconnect(self, code: int) -> None:
-        """Called when the socket closes: give up our place and tell the other peer."""
-        if self.heartbeat_task is not None:
-            self.heartbeat_task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self.heartbeat_task
+    async def closed(self) -> None:
+        """Called once the socket ended, however it ended (the heartbeat already stopped, so
+        the place is not renewed past its TTL): give it up and tell the other peer."""
         if self.peer is not None:
             with contextlib.suppress(Exception):
                 await self._leave()
@@ -79,7 +76,7 @@ class SignalConsumer(RoomSocket):
             })
             return
         self.peer, self.key, self.mode = peer, key, mode
-        self.heartbeat_task = asyncio.create_task(self._heartbeat())
+        self.heartbeat_task = self.spawn(self._heartbeat(), name="heartbeat")
         if result.evicted is not None:
             await self._deliver_to(result.evicted.channel, type="signal.replaced")
         if result.other is None:

@@ -12,20 +12,21 @@ the offline engine. Transcripts become the room's shared captions; final ones ar
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
-import json
 from urllib.parse import parse_qs
 
 from channels.db import database_sync_to_async
-from channels.generic.websocket import AsyncWebsocketConsumer
-from channels.security.websocket import AllowedHostsOriginValidator
 
+from rooms import protocol
+from rooms.access import admits
 from rooms.identity import participant_for
 from rooms.models import Room
-from rooms.sockets import RoomSocket
+from rooms.origin import origin_allowed
+from rooms.protocol import ProtocolError
+from rooms.sockets import ParleySocket, RoomSocket
 
-from . import captions, engines, realtime, reports
-from .engines import TranscriptionStream
+from . import captions, engines, realtime, reports, slots
 from .keys import KeyGrant, check_key
 from .models import CaptionSegment
 from .pipeline import SpeakerPipeline
@@ -38,9 +39,9 @@ def presented_key(scope) -> str | None:
     for name, value in scope.get("headers", []):
         if name == b"authorization" and value.lower().startswith(b"bearer "):
             return value[7:].decode("latin-1").strip()
-    for protocol in scope.get("subprotocols", []):
-        if protocol.startswith(API_KEY_PROTOCOL):
-            return protocol.removeprefix(API_KEY_PROTOCOL)
+    for offered in scope.get("subprotocols", []):
+        if offered.startswith(API_KEY_PROTOCOL):
+            return offered.removeprefix(API_KEY_PROTOCOL)
     return None
 
 
@@ -56,26 +57,26 @@ def grant_from_session(scope) -> KeyGrant | None:
     return KeyGrant(room.pk, participant.key, participant.name)
 
 
-def _origin_allowed(scope) -> bool:
-    validator = AllowedHostsOriginValidator(lambda *args: None)
-    headers = dict(scope.get("headers", []))
-    origin = headers.get(b"origin")
-    if origin is None:
-        return False
-    from urllib.parse import urlparse
+class RealtimeConsumer(ParleySocket):
+    """One speaker's transcription session. Frames are decoded, rate-limited and refused by
+    the base class; audio waits in a bounded inbox for the engine, fed by one task in the
+    order it came, so a fast sender is refused (`audio_backlog_full`) instead of growing
+    daphne's unbounded receive queue: daphne queues every frame it reads whether or not the
+    consumer has taken the last one, so awaiting the engine here would bound nothing."""
 
-    return validator.valid_origin(urlparse(origin.decode("latin-1")))
-
-
-class RealtimeConsumer(AsyncWebsocketConsumer):
+    rate_settings = ("REALTIME_RATE_BURST", "REALTIME_RATE_PER_SECOND")
     grant: KeyGrant | None = None
     pipeline: SpeakerPipeline | None = None
+    holds_slot = False
+
+    def max_frame_bytes(self) -> int:
+        return realtime.MAX_FRAME_CHARS
 
     async def connect(self) -> None:
         key = presented_key(self.scope)
         if key is not None:
             grant = check_key(key)
-        elif _origin_allowed(self.scope):
+        elif origin_allowed(self.scope):
             grant = await grant_from_session(self.scope)
         else:
             grant = None
@@ -87,54 +88,97 @@ class RealtimeConsumer(AsyncWebsocketConsumer):
                 kind="authentication_error").event())
             await self.close(code=CLOSE_UNAUTHORIZED)
             return
+        if not slots.acquire(grant.speaker_key):
+            await self.send_json(realtime.RealtimeError(
+                "too_many_sessions",
+                f"You already have {slots.limit()} transcription sessions open; close one.",
+                kind="invalid_request_error").event())
+            await self.close(code=protocol.CLOSE_TOO_MANY)
+            return
+        self.holds_slot = True
         self.grant = grant
+        if not await database_sync_to_async(admits)(grant.room_id, grant.speaker_key):
+            await self.close(code=protocol.CLOSE_FORBIDDEN)  # access ended since the key
+            return
+        await self.watch_access(grant.room_id, grant.speaker_key)
         self.buffered = 0  # bytes appended since the last commit or clear
+        self.inbox: asyncio.Queue[realtime.ClientEvent] = asyncio.Queue()
+        self.inbox_bytes = 0  # audio received but not yet taken by the engine
         self.pipeline = SpeakerPipeline(
             grant.room_id, grant.speaker_key, grant.speaker_name, deliver=self.send_json,
             on_failed=lambda: self.close(code=CLOSE_UPSTREAM_FAILED))
-        with contextlib.suppress(engines.EngineFailed):  # relayed, then the socket closes
-            await self.pipeline.start()
-
-    async def disconnect(self, code: int) -> None:
-        if self.pipeline is not None:
-            # Closing ends an open turn; its transcript is still stored and shared.
-            await self.pipeline.close()
-
-    async def receive(self, text_data: str | None = None, bytes_data: bytes | None = None):
-        if self.pipeline is None or not self.pipeline.started:
-            return
         try:
-            event = realtime.parse_client_event(text_data, bytes_data)
+            await self.pipeline.start()
+        except engines.EngineFailed:
+            return  # relayed, then the socket closes
+        self.spawn(self._feed_engine(), name="engine-feed")
+        self.admit()
+
+    async def closed(self) -> None:
+        """Called once, however the socket ended: close the engine stream (an open turn is
+        ended, its transcript still stored and shared), then give the slot back."""
+        try:
+            if self.pipeline is not None:
+                await self.pipeline.close()
+        finally:
+            if self.holds_slot:
+                slots.release(self.grant.speaker_key)
+                self.holds_slot = False
+
+    async def handle(self, data: dict) -> None:
+        try:
+            event = realtime.client_event(data)
+            if isinstance(event, realtime.Append):
+                self._take_audio(event)
+            elif isinstance(event, realtime.Commit):
+                if self.buffered < realtime.MIN_COMMIT_BYTES:
+                    raise realtime.RealtimeError(
+                        "input_audio_buffer_commit_empty",
+                        "Commit needs at least 100 ms of audio since the last commit.")
+                self.buffered = 0
+            elif isinstance(event, realtime.Clear):
+                self.buffered = 0
         except realtime.RealtimeError as error:
             await self.send_json(error.event())
             return
-        try:
-            await self._apply(event, self.pipeline.stream)
-        except engines.EngineFailed:
-            pass  # relayed, then the socket closes
+        self.inbox.put_nowait(event)
 
-    async def _apply(self, event: realtime.ClientEvent, stream: TranscriptionStream) -> None:
-        if isinstance(event, realtime.Append):
-            self.buffered += len(event.audio)
-            # Awaiting the engine is the backpressure: a client sending faster than it takes
-            # audio waits here, and the socket's receive buffer fills instead of our memory.
-            await stream.feed(event.audio)
-        elif isinstance(event, realtime.Commit):
-            if self.buffered < realtime.MIN_COMMIT_BYTES:
-                await self.send_json(realtime.RealtimeError(
-                    "input_audio_buffer_commit_empty",
-                    "Commit needs at least 100 ms of audio since the last commit.").event())
-                return
-            self.buffered = 0
-            await stream.commit()
-        elif isinstance(event, realtime.Clear):
-            self.buffered = 0
-            await stream.clear()
-        else:
-            await stream.update(event.session)
+    def _take_audio(self, event: realtime.Append) -> None:
+        if self.inbox_bytes + len(event.audio) > realtime.MAX_BACKLOG_BYTES:
+            raise realtime.RealtimeError(
+                "audio_backlog_full",
+                f"{self.inbox_bytes} bytes of audio are still waiting for the engine; send "
+                "audio no faster than real time.", param="audio")
+        self.buffered += len(event.audio)
+        self.inbox_bytes += len(event.audio)
 
-    async def send_json(self, content: dict) -> None:
-        await self.send(text_data=json.dumps(content))
+    async def _feed_engine(self) -> None:
+        """The one task that talks to the engine, in the order events came."""
+        stream = self.pipeline.stream
+        while True:
+            event = await self.inbox.get()
+            try:
+                if isinstance(event, realtime.Append):
+                    self.inbox_bytes -= len(event.audio)
+                    await stream.feed(event.audio)
+                elif isinstance(event, realtime.Commit):
+                    await stream.commit()
+                elif isinstance(event, realtime.Clear):
+                    await stream.clear()
+                else:
+                    await stream.update(event.session)
+            except engines.EngineFailed:
+                return  # relayed; the pipeline closes the socket
+
+    async def refuse(self, error: ProtocolError, **extra) -> None:
+        """Refusals in the Realtime API's error shape."""
+        await self.send_json(realtime.frame_error(error.code, error.message).event())
+
+    async def access_revoked(self) -> None:
+        await self.send_json(realtime.RealtimeError(
+            "access_revoked", "You no longer have access to this room.",
+            kind="invalid_request_error").event())
+        await self.close(code=protocol.CLOSE_FORBIDDEN)
 
 
 CLOSE_REPLACED = 4409  # the same member started reporting from another connection
@@ -172,7 +216,7 @@ class CaptionReportConsumer(RoomSocket):
             await self.send_json({"type": "replaced"})
             await self.close(code=CLOSE_REPLACED)
 
-    async def disconnect(self, code: int) -> None:
+    async def closed(self) -> None:
         if self.room is not None:
             with contextlib.suppress(Exception):
                 await self.channel_layer.group_discard(self.stream_group, self.channel_name)

@@ -57,6 +57,19 @@ class TranscriptionStream(Protocol):
         """End the stream; an open turn is finished and its events still emitted."""
 
 
+def open_streams() -> dict[str, int]:
+    """What transcription holds in this process: offline decoder streams, OpenAI upstream
+    connections, member session slots (issue #10: none may outlive its socket)."""
+    from . import offline, slots
+    from .openai_engine import LIVE_UPSTREAMS
+
+    engine = offline._shared  # not started just to be counted
+    pool = engine.pool if engine is not None else None
+    return {"offline": len(engine.streams) if engine is not None else 0,
+            "decoder_slots": len(pool.placement) if pool is not None else 0,
+            "openai": len(LIVE_UPSTREAMS), "slots": slots.held()}
+
+
 def engine_name() -> str:
     choice = settings.TRANSCRIPTION["ENGINE"]
     if choice == "auto":

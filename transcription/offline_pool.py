@@ -15,6 +15,7 @@ already been handed its events.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import atexit
 import itertools
 import logging
@@ -112,15 +113,15 @@ class DecoderProcess:
             if kind == "event":
                 loop, sink = self.sinks.get(key, (None, None))
                 if loop is not None:
-                    loop.call_soon_threadsafe(sink, value)
+                    _call_soon(loop, sink, value)
             else:
                 loop, future = self.pending.pop(key)
-                loop.call_soon_threadsafe(_settle, future, value)
+                _call_soon(loop, _settle, future, value)
         if self.alive:  # not stopped by us
             log.error("offline decoder process %s exited", self.process.pid)
         self.alive = False
         for loop, future in list(self.pending.values()):
-            loop.call_soon_threadsafe(_settle, future, "the decoder process has exited")
+            _call_soon(loop, _settle, future, "the decoder process has exited")
         self.pending.clear()
 
     def stop(self) -> None:
@@ -130,6 +131,14 @@ class DecoderProcess:
         self.process.join(timeout=5)
         if self.process.is_alive():
             self.process.kill()
+
+
+def _call_soon(loop: asyncio.AbstractEventLoop, callback, *args) -> None:
+    """Hand a reply to the loop that asked. A request whose owner was cancelled can be
+    answered after its loop closed (tests run a loop each): that reply has nobody to go to,
+    and must not end this thread, which serves every other stream of the process."""
+    with contextlib.suppress(RuntimeError):
+        loop.call_soon_threadsafe(callback, *args)
 
 
 def _settle(future: asyncio.Future, error: str | None) -> None:

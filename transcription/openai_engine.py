@@ -61,6 +61,11 @@ def client() -> AsyncOpenAI:
                        websocket_base_url=settings.OPENAI_WS_BASE_URL or None)
 
 
+# Every open upstream connection in this process (tests and the fuzz suite check that none
+# outlives its stream: each holds a session on the server's API key).
+LIVE_UPSTREAMS: set[Upstream] = set()
+
+
 @dataclass(eq=False)
 class Upstream:
     """One SDK connection (one OpenAI session)."""
@@ -87,6 +92,7 @@ class OpenAIStream:
         self.client = client()
         self.current: Upstream | None = None
         self.retired: set[Upstream] = set()
+        self.retiring_tasks: set[asyncio.Task] = set()  # shut a retired upstream once drained
         self.announced = False
         self.audio_ms = 0.0  # the client's audio timeline: sent or dropped
         self.uncommitted = 0  # bytes since the last commit (manual turns)
@@ -157,6 +163,8 @@ class OpenAIStream:
                 await asyncio.wait_for(each.done.wait(), CLOSE_TIMEOUT)
             await self._shut(each)
         self.current = None
+        for task in list(self.retiring_tasks):  # their upstreams were shut just above
+            task.cancel()
 
     # Connections
 
@@ -176,6 +184,7 @@ class OpenAIStream:
             raise EngineFailed(UPSTREAM_UNAVAILABLE,
                                f"OpenAI cannot be reached ({type(error).__name__}).") from None
         upstream = Upstream(connection, offset_ms)
+        LIVE_UPSTREAMS.add(upstream)
         upstream.reader = asyncio.create_task(self._read(upstream))
         with contextlib.suppress(ConnectionClosed):  # e.g. refused at once: the reader says why
             await connection.session.update(session=self.config)
@@ -211,10 +220,13 @@ class OpenAIStream:
                 await asyncio.wait_for(upstream.done.wait(), DRAIN_TIMEOUT)
             await self._shut(upstream)
 
-        asyncio.get_running_loop().create_task(shut_when_done())
+        task = asyncio.get_running_loop().create_task(shut_when_done())
+        self.retiring_tasks.add(task)
+        task.add_done_callback(self.retiring_tasks.discard)
 
     async def _shut(self, upstream: Upstream) -> None:
         self.retired.discard(upstream)
+        LIVE_UPSTREAMS.discard(upstream)
         if upstream.reader is not None:
             upstream.reader.cancel()
         with contextlib.suppress(Exception):

@@ -9,9 +9,10 @@ from __future__ import annotations
 
 import base64
 import binascii
-import json
 import secrets
 from dataclasses import dataclass
+
+from rooms import frames
 
 INPUT_RATE = 24000
 # One append carries at most this much decoded audio (~21 s); the API allows 15 MiB per event,
@@ -19,6 +20,11 @@ INPUT_RATE = 24000
 MAX_APPEND_BYTES = 1024 * 1024
 MAX_FRAME_CHARS = 2 * MAX_APPEND_BYTES  # base64 of the above plus JSON
 MIN_COMMIT_BYTES = INPUT_RATE * 2 // 10  # 100 ms, as the API requires
+# Audio a socket may hold that its engine has not taken yet (~44 s): a browser streams in real
+# time and never comes near it; a client uploading faster than the engine decodes is told
+# `audio_backlog_full` rather than growing the server's memory.
+MAX_BACKLOG_BYTES = 2 * 1024 * 1024
+MAX_EVENT_ID_CHARS = 128  # echoed back in errors; the SDK's ids are ~30 characters
 
 
 class RealtimeError(Exception):
@@ -63,17 +69,28 @@ ClientEvent = Append | Commit | Clear | SessionUpdate
 
 
 def parse_client_event(text: str | None, binary: bytes | None) -> ClientEvent:
-    if binary is not None:
-        raise RealtimeError("invalid_json", "Binary frames are not supported; send JSON text.")
-    if text is None or len(text) > MAX_FRAME_CHARS:
-        raise RealtimeError("invalid_json", f"Events are limited to {MAX_FRAME_CHARS} characters.")
+    """One client event from a raw frame (the WebRTC data channel's; the socket's frames are
+    decoded by its base class and go straight to `client_event`)."""
     try:
-        data = json.loads(text)
-    except ValueError:
-        raise RealtimeError("invalid_json", "The event is not valid JSON.") from None
-    if not isinstance(data, dict):
-        raise RealtimeError("invalid_json", "An event must be a JSON object.")
+        data = frames.decode_frame(text, binary, max_bytes=MAX_FRAME_CHARS)
+    except frames.FrameError as error:
+        raise frame_error(error.code, error.message) from None
+    return client_event(data)
+
+
+def frame_error(code: str, message: str) -> RealtimeError:
+    """A refused frame (rooms/frames.py codes) in the Realtime API's error shape."""
+    if code in (frames.BAD_JSON, frames.BAD_FRAME, frames.BINARY_NOT_SUPPORTED):
+        code = "invalid_json"
+    return RealtimeError(code, message)
+
+
+def client_event(data: dict) -> ClientEvent:
+    """Validate a decoded client event, every nested field of it."""
     event_id = data.get("event_id") if isinstance(data.get("event_id"), str) else None
+    if event_id is not None and len(event_id) > MAX_EVENT_ID_CHARS:
+        raise RealtimeError("invalid_value", f"event_id is limited to {MAX_EVENT_ID_CHARS} "
+                            "characters.", param="event_id")
     kind = data.get("type")
     if not isinstance(kind, str):
         raise RealtimeError("missing_required_parameter", "Missing 'type'.", param="type",
@@ -115,14 +132,89 @@ def _audio(data: dict, event_id: str | None) -> bytes:
     return pcm
 
 
+# The transcription session as a client may update it, field by field (the GA interface's
+# `session.update` for `type: "transcription"`): each value is a checker, a nested shape, or
+# a tuple of allowed values. Anything else is refused, as the API refuses unknown parameters:
+# the OpenAI engine passes updates upstream, so nothing unchecked may ride along.
+def _text(limit: int):
+    def check(value) -> bool:
+        return isinstance(value, str) and len(value) <= limit
+    return check
+
+
+def _number(low: float, high: float):
+    def check(value) -> bool:
+        return isinstance(value, int | float) and not isinstance(value, bool) and \
+            low <= value <= high
+    return check
+
+
+def _boolean(value) -> bool:
+    return isinstance(value, bool)
+
+
+def _includes(value) -> bool:
+    return isinstance(value, list) and len(value) <= 4 and all(
+        item in ("item.input_audio_transcription.logprobs",) for item in value)
+
+
+_TURN_DETECTION = {
+    "type": ("server_vad", "semantic_vad"),
+    "threshold": _number(0, 1),
+    "prefix_padding_ms": _number(0, 10_000),
+    "silence_duration_ms": _number(0, 10_000),
+    "eagerness": ("low", "medium", "high", "auto"),
+    "create_response": _boolean,
+    "interrupt_response": _boolean,
+    "idle_timeout_ms": _number(0, 600_000),
+}
+SESSION_SHAPE = {
+    "type": ("transcription",),
+    "audio": {"input": {
+        "format": {"type": ("audio/pcm",), "rate": (INPUT_RATE,)},
+        "transcription": {"model": _text(100), "language": _text(16), "prompt": _text(4096)},
+        "turn_detection": (None, _TURN_DETECTION),
+        "noise_reduction": (None, {"type": ("near_field", "far_field")}),
+    }},
+    "include": _includes,
+}
+
+
 def check_session(session: dict, event_id: str | None) -> None:
-    """Refuse what Parley cannot honour: another session type or another audio format."""
-    if session.get("type", "transcription") != "transcription":
-        raise RealtimeError("invalid_value", "Only transcription sessions are served here.",
-                            param="session.type", event_id=event_id)
-    audio_format = (session.get("audio") or {}).get("input", {}).get("format") or {}
-    if audio_format.get("type", "audio/pcm") != "audio/pcm" or \
-            audio_format.get("rate", INPUT_RATE) != INPUT_RATE:
-        raise RealtimeError("unsupported_audio_format",
-                            "Input audio must be audio/pcm at 24000 Hz (PCM16 mono).",
-                            param="session.audio.input.format", event_id=event_id)
+    """Refuse what Parley cannot honour (another session type or audio format) and any field
+    that is not in SESSION_SHAPE or not of its type."""
+    _check_shape(session, SESSION_SHAPE, "session", event_id)
+
+
+def _check_shape(value, shape, path: str, event_id: str | None) -> None:
+    if isinstance(shape, dict):
+        if not isinstance(value, dict):
+            raise RealtimeError("invalid_type", f"{path} must be an object.", param=path,
+                                event_id=event_id)
+        for key, child in value.items():
+            if key not in shape:
+                raise RealtimeError("unknown_parameter", f"Unknown parameter {path}.{key[:40]}.",
+                                    param=f"{path}.{key[:40]}", event_id=event_id)
+            _check_shape(child, shape[key], f"{path}.{key}", event_id)
+        return
+    if isinstance(shape, tuple):
+        for option in shape:
+            if isinstance(option, dict) and isinstance(value, dict):
+                _check_shape(value, option, path, event_id)
+                return
+            if option is None and value is None or (
+                    not isinstance(option, dict) and value == option and
+                    type(value) is type(option)):
+                return
+        if path == "session.audio.input.format.type" or path.endswith("format.rate"):
+            raise RealtimeError("unsupported_audio_format",
+                                "Input audio must be audio/pcm at 24000 Hz (PCM16 mono).",
+                                param="session.audio.input.format", event_id=event_id)
+        if path == "session.type":
+            raise RealtimeError("invalid_value", "Only transcription sessions are served here.",
+                                param=path, event_id=event_id)
+        raise RealtimeError("invalid_value", f"{path} has a value Parley does not accept.",
+                            param=path, event_id=event_id)
+    if not shape(value):
+        raise RealtimeError("invalid_value", f"{path} has a value of the wrong type or range.",
+                            param=path, event_id=event_id)

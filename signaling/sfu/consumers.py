@@ -37,9 +37,9 @@ class SfuConsumer(RoomSocket):
             "ice_servers": ice_servers_for(self.me.id),
         })
 
-    async def disconnect(self, code: int) -> None:
-        if self.watchdog is not None:
-            self.watchdog.cancel()
+    async def closed(self) -> None:
+        """Called once the socket ended, however it ended: leave the worker's room, so no
+        ghost stays listed (the watchdog was already stopped)."""
         if self.worker_id is not None:
             with contextlib.suppress(Exception):
                 await self._to_worker("sfu.leave")
@@ -82,7 +82,7 @@ class SfuConsumer(RoomSocket):
         await self._to_worker("sfu.join", room=self.room_key, name=self.me.name,
                               speaker=self.participant.key,
                               reply=self.channel_name, ice_servers=ice_servers_for(self.me.id))
-        self.watchdog = asyncio.create_task(self._watch_worker(worker_id))
+        self.watchdog = self.spawn(self._watch_worker(worker_id), name="watchdog")
 
     async def _to_worker(self, kind: str, **fields) -> None:
         await self.channel_layer.send(
