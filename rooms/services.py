@@ -8,11 +8,14 @@ acknowledgement is only ever sent for a stored row. Broadcasting happens after t
 from __future__ import annotations
 
 import json
+import re
+import secrets
 from dataclasses import dataclass
 
 from django.conf import settings
 from django.db import IntegrityError, transaction
-from django.db.models import F
+from django.db.models import F, Q
+from django.db.models.functions import Length
 from django.utils.text import slugify
 
 from .identity import Participant, public_id_for
@@ -31,18 +34,46 @@ def room_event(event: dict) -> dict:
                                                      ensure_ascii=False)}
 
 
+# Attempts at a free slug before giving up: each is lost only to a concurrent create of the
+# same name taking the same slug first, so a second attempt nearly always succeeds.
+SLUG_ATTEMPTS = 5
+
+
 def create_room(name: str, *, private: bool, creator=None) -> Room:
-    """Create a room with a unique slug derived from its name; the creator owns it."""
+    """Create a room with a unique slug derived from its name (`name`, `name-2`, ...); the
+    creator owns it. The slug costs one query however many rooms share the name, made before
+    the write transaction; the unique constraint settles races, and the loser tries again."""
     base = slugify(name)[:60] or "room"
-    with transaction.atomic():
-        slug, suffix = base, 1
-        while Room.objects.filter(slug=slug).exists():
-            suffix += 1
-            slug = f"{base}-{suffix}"
-        room = Room.objects.create(name=name, slug=slug, is_private=private, created_by=creator)
-        if creator is not None:
-            Membership.objects.create(room=room, user=creator, role=Membership.Role.OWNER)
-    return room
+    for attempt in range(SLUG_ATTEMPTS):
+        slug = _next_slug(base) if attempt < SLUG_ATTEMPTS - 1 else \
+            f"{base}-{secrets.token_hex(4)}"  # racing with itself: a random suffix
+        try:
+            with transaction.atomic():
+                room = Room.objects.create(name=name, slug=slug, is_private=private,
+                                           created_by=creator)
+                if creator is not None:
+                    Membership.objects.create(room=room, user=creator,
+                                              role=Membership.Role.OWNER)
+            return room
+        except IntegrityError:
+            if not Room.objects.filter(slug=slug).exists():
+                raise  # not the slug: some other constraint
+    raise IntegrityError(f"No free slug for {base!r} after {SLUG_ATTEMPTS} attempts.")
+
+
+def _next_slug(base: str) -> str:
+    """`base` if no room has it or a numbered copy, else one past the highest `base-N`.
+
+    Numbers without leading zeros sort by length, then text, in numeric order, so the
+    database returns only the highest."""
+    numbered = rf"^{re.escape(base)}-[1-9][0-9]*$"
+    copies = Room.objects.filter(Q(slug=base) | Q(slug__regex=numbered))
+    highest = copies.order_by(Length("slug").desc(), "-slug").values_list(
+        "slug", flat=True).first()
+    if highest is None:
+        return base
+    number = 1 if highest == base else int(highest.rsplit("-", 1)[1])
+    return f"{base}-{number + 1}"
 
 
 def message_payload(message: Message) -> dict:

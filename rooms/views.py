@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 from asgiref.sync import async_to_sync
+from django.conf import settings
 from django.contrib import messages
 from django.contrib.auth import get_user_model
+from django.core.paginator import Paginator
 from django.db.models import Q
 from django.http import HttpRequest, HttpResponse, HttpResponseForbidden
 from django.shortcuts import get_object_or_404, redirect, render
@@ -16,6 +18,14 @@ from .forms import AddMemberForm, CreateRoomForm, JoinForm
 from .identity import Participant, join_as_guest, participant_for
 from .models import Membership, Room
 from .presence import presence_store
+from .ratelimit import WindowLimit, client_address
+
+# Rooms per lobby page: a screenful, and one presence lookup of that many rooms.
+LOBBY_PAGE_SIZE = 50
+# Rooms created per hour (settings.PARLEY keys, defaults): a person sets up a few rooms, an
+# organiser a dozen; one address may be an office behind NAT, so it gets more.
+ROOM_CREATE_LIMITS = {"ROOM_CREATE_PER_HOUR": 20, "ROOM_CREATE_PER_HOUR_PER_ADDRESS": 60}
+HOUR = 3600
 
 
 def visible_rooms(user):
@@ -29,13 +39,35 @@ def visible_rooms(user):
 
 @require_GET
 def lobby(request: HttpRequest, form: CreateRoomForm | None = None, status: int = 200):
-    rooms = list(visible_rooms(request.user))
-    present = async_to_sync(presence_store().members_of)([r.pk for r in rooms])
-    listing = [(room, present.get(room.pk, [])) for room in rooms]
+    """The visible rooms, LOBBY_PAGE_SIZE at a time (`?page=`), with who is in each."""
+    rooms = visible_rooms(request.user).order_by("name", "pk")
+    page = Paginator(rooms, LOBBY_PAGE_SIZE).get_page(request.GET.get("page"))
+    shown = list(page.object_list)
+    present = async_to_sync(presence_store().members_of)([r.pk for r in shown])
+    listing = [(room, present.get(room.pk, [])) for room in shown]
     return render(
         request, "rooms/lobby.html",
-        {"listing": listing, "form": form or CreateRoomForm()}, status=status,
+        {"listing": listing, "page": page, "form": form or CreateRoomForm()}, status=status,
     )
+
+
+def _room_creation_refused(request: HttpRequest) -> float | None:
+    """Seconds to wait when this session (or account) or this address has created its
+    hourly share of rooms, else None (and the creation is counted). The session is asked
+    first, so one person's refused attempts do not use up the address's share."""
+    limits = {name: settings.PARLEY.get(name, default)
+              for name, default in ROOM_CREATE_LIMITS.items()}
+    if request.user.is_authenticated:
+        who = f"u:{request.user.pk}"
+    else:
+        # No session yet (a client without cookies): the address limit is the one that holds.
+        who = f"s:{request.session.session_key}" if request.session.session_key else None
+    if who is not None:
+        wait = WindowLimit("rooms.session", limits["ROOM_CREATE_PER_HOUR"], HOUR).hit(who)
+        if wait is not None:
+            return wait
+    return WindowLimit("rooms.address", limits["ROOM_CREATE_PER_HOUR_PER_ADDRESS"], HOUR).hit(
+        client_address(request))
 
 
 @require_POST
@@ -46,6 +78,15 @@ def create_room(request: HttpRequest):
     if not form.is_valid():
         request.method = "GET"
         return lobby(request, form=form, status=400)
+    wait = _room_creation_refused(request)
+    if wait is not None:
+        minutes = max(1, round(wait / 60))
+        form.add_error(None, f"You have created too many rooms for now: try again in about "
+                             f"{minutes} minute{'s' if minutes != 1 else ''}.")
+        request.method = "GET"
+        refusal = lobby(request, form=form, status=429)
+        refusal["Retry-After"] = str(int(wait))
+        return refusal
     creator = request.user if request.user.is_authenticated else None
     room = services.create_room(
         form.cleaned_data["name"], private=form.cleaned_data["private"], creator=creator
@@ -93,7 +134,7 @@ def join_room(request: HttpRequest, slug: str):
     if room.is_private:
         return HttpResponseForbidden("Private rooms are for logged-in members.")
     form = JoinForm(request.POST)
-    if not form.is_valid():
+    if not form.is_valid():  # e.g. a name that shows nothing, or an account's name
         return render(request, "rooms/join.html", {"room": room, "form": form}, status=400)
     join_as_guest(request.session, room, form.cleaned_data["name"])
     return redirect(_safe_next(request) or room.get_absolute_url())

@@ -4,14 +4,21 @@ in a response."""
 
 from __future__ import annotations
 
+import base64
+import contextlib
 import json
+import re
 import time
+import zlib
 
 import pytest
+from django.contrib.auth import get_user_model
 from django.test import Client
 
 from rooms import services
+from rooms.models import Room
 from tests.support.openai_standin import standin_in_thread
+from transcription import keys
 
 pytestmark = [pytest.mark.django_db, pytest.mark.transcription]
 
@@ -82,3 +89,53 @@ def test_without_openai_direct_modes_use_parleys_own_endpoints(settings):
     assert body["calls_url"] == "http://testserver/v1/realtime/calls"
     assert body["websocket_url"] == "ws://testserver/v1/realtime?intent=transcription"
     assert body["relay_captions"] is False
+
+
+def visible_texts(key: str) -> list[bytes]:
+    """What anyone holding a key can read from it without a secret: its text, every
+    base64url part of it decoded, and a part inflated when it is zlib data."""
+    texts = [key.encode()]
+    for part in re.split(r"[.:]", key.removeprefix("ek_parley_")):
+        try:
+            raw = base64.urlsafe_b64decode(part + "=" * (-len(part) % 4))
+        except ValueError:
+            continue
+        texts.append(raw)
+        with contextlib.suppress(zlib.error):
+            texts.append(zlib.decompress(raw))
+    return texts
+
+
+def test_parleys_keys_are_opaque(settings):
+    """A key names its room and member for the server only: neither the user's pk, the
+    speaker key, the room's id nor the name can be read from it."""
+    settings.OPENAI_API_KEY = ""
+    user = get_user_model().objects.create_user(
+        "zq", password="x", pk=987654321, first_name="Zelda", last_name="Quux")
+    room = Room.objects.create(pk=55555, name="Opaque", slug="opaque")
+    client = Client()
+    client.force_login(user)
+    value = mint(client, room, "proxy").json()["value"]
+    assert value.startswith("ek_parley_")
+    assert re.fullmatch(r"ek_parley_[A-Za-z0-9_-]+", value)  # an HTTP token, no padding
+    for text in visible_texts(value):
+        for secret in (b"987654321", b"55555", b"Zelda", b'"k"', b'"r"'):
+            assert secret not in text, (secret, text)
+    grant = keys.check_key(value)
+    assert grant == keys.KeyGrant(55555, "u:987654321", "Zelda Quux")
+
+
+def test_check_key_refuses_foreign_altered_and_expired_keys(settings):
+    value, _ = keys.mint_key(keys.KeyGrant(7, "g:tok", "Ann"))
+    body = value.removeprefix("ek_parley_")
+    flipped = body[:40] + ("A" if body[40] != "A" else "B") + body[41:]
+    for bad in ("sk-" + body, "ek_parley_" + flipped, value[:-1], value + "A", value + "==",
+                "ek_parley_", "ek_parley_é" + body, "ek_parley_a.b.c"):
+        assert keys.check_key(bad) is None, bad
+    other, _ = keys.mint_key(keys.KeyGrant(7, "g:tok", "Ann"))
+    assert other != value  # a fresh IV each time
+    minted_with = settings.SECRET_KEY
+    settings.SECRET_KEY = "another deployment's secret"
+    assert keys.check_key(value) is None
+    settings.SECRET_KEY_FALLBACKS = [minted_with]  # a rotation, as Django documents it
+    assert keys.check_key(value) == keys.KeyGrant(7, "g:tok", "Ann")

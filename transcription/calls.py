@@ -9,8 +9,11 @@ the engine's server events on `oai-events`; client events (`session.update`) com
 it. The words become the room's shared, stored captions as on the proxy socket.
 
 Lifetimes: a RealtimeCall owns its peer connection, its engine stream and two tasks (audio in,
-events out). It ends when the data channel or the connection closes or fails, or after
-MAX_CALL_SECONDS; ending closes all of them. Live calls are kept in CALLS (per process).
+events out). It ends when the data channel or the connection closes or fails, after
+CONNECT_TIMEOUT without connecting, or after MAX_CALL_SECONDS; ending closes all of them,
+and so does a request that fails or is abandoned before its answer. Calls are kept in CALLS
+(per process) from the moment they are created, which is what the per-member limit
+(MAX_CALLS_PER_MEMBER) counts.
 """
 
 from __future__ import annotations
@@ -23,6 +26,7 @@ import secrets
 
 from aiortc import RTCSessionDescription
 from django.conf import settings
+from django.core.exceptions import RequestDataTooBig
 from django.http import HttpRequest, HttpResponse, JsonResponse
 from django.views.decorators.csrf import csrf_exempt
 
@@ -38,7 +42,19 @@ EVENTS_CHANNEL = "oai-events"
 MAX_OFFER_BYTES = 64 * 1024
 MAX_CALL_SECONDS = 60 * 60  # as an OpenAI session
 CONNECT_TIMEOUT = 30  # a call whose media never arrives is closed after this
+# Calls one member may hold at once in one process (settings.PARLEY key, default): each holds
+# an engine stream (an upstream OpenAI connection, or a decoder) until it ends. A page has
+# one; two lets a reload start its call while the old one is still closing.
+MAX_CALLS_SETTING = "MAX_CALLS_PER_MEMBER"
+MAX_CALLS_PER_MEMBER = 2
 CALLS: dict[str, RealtimeCall] = {}
+# end() tasks of calls whose request was abandoned mid-answer (kept until done).
+_ENDING: set[asyncio.Task] = set()
+
+
+class BadOffer(ValueError):
+    """aiortc could not take the SDP offer (it raises ValueError, AssertionError, IndexError,
+    ... from deep inside its parser), or could not answer it."""
 
 
 class RealtimeCall:
@@ -62,10 +78,16 @@ class RealtimeCall:
         self.pc.on("datachannel", self._on_channel)
         self.pc.on("track", self._on_track)
         self.pc.on("connectionstatechange", self._on_state)
-        await self.pc.setRemoteDescription(RTCSessionDescription(offer_sdp, "offer"))
-        await self.pc.setLocalDescription(await self.pc.createAnswer())
+        try:
+            await self.pc.setRemoteDescription(RTCSessionDescription(offer_sdp, "offer"))
+            await self.pc.setLocalDescription(await self.pc.createAnswer())
+        except Exception as error:  # any failure here is the offer's: see BadOffer
+            raise BadOffer(str(error) or type(error).__name__) from error
         await self.pipeline.start()
-        self._spawn(self._expire())
+        if self.ended.is_set():  # the connection failed while the engine started
+            await self.pipeline.close()
+        else:
+            self._spawn(self._expire())
         return self.pc.localDescription.sdp
 
     def _spawn(self, coroutine) -> None:
@@ -149,9 +171,11 @@ class RealtimeCall:
             await self.pipeline.close()  # the last turn's events still reach the captions
         await self.pc.close()
         current = asyncio.current_task()
-        for task in list(self.tasks):
-            if task is not current:
-                task.cancel()
+        others = [task for task in self.tasks if task is not current]
+        for task in others:
+            task.cancel()
+        # Once end() returns nothing of the call runs any more.
+        await asyncio.gather(*others, return_exceptions=True)
 
 
 def _ice_servers() -> list:
@@ -173,26 +197,54 @@ async def create_call(request: HttpRequest) -> HttpResponse:
     if request.content_type != "application/sdp":
         return _error(400, "invalid_value", "Send the SDP offer as application/sdp.",
                       param="Content-Type")
-    if len(request.body) > MAX_OFFER_BYTES or b"m=audio" not in request.body:
+    offer = _offer(request)
+    if offer is None or b"m=audio" not in offer:
         return _error(400, "invalid_value", "The offer needs an audio section (and is at "
                                             f"most {MAX_OFFER_BYTES} bytes).", param="sdp")
+    limit = settings.PARLEY.get(MAX_CALLS_SETTING, MAX_CALLS_PER_MEMBER)
+    if sum(call.grant.speaker_key == grant.speaker_key for call in CALLS.values()) >= limit:
+        return _error(429, "rate_limited", f"At most {limit} calls at once per member: end "
+                                           "one first.", kind="rate_limit_error")
     call = RealtimeCall(grant)
+    CALLS[call.id] = call  # counted from now on; end() removes it
     # The call outlives this request: its tasks (and aiortc's) must not inherit the request's
     # context, whose thread-sensitive executor for database calls ends with the request.
     detached = asyncio.get_running_loop().create_task(
-        call.answer(request.body.decode("utf-8", "replace")), context=contextvars.Context())
+        call.answer(offer.decode("utf-8", "replace")), context=contextvars.Context())
     try:
         answer = await detached
     except engines.EngineFailed as failure:
         await call.end()
         return _error(502, failure.code, str(failure), kind="server_error")
-    except ValueError as error:  # aiortc rejects the SDP
+    except BadOffer as error:
         await call.end()
         return _error(400, "invalid_value", f"Bad SDP offer: {error}", param="sdp")
-    CALLS[call.id] = call
+    except Exception:
+        await call.end()
+        raise
+    except asyncio.CancelledError:
+        # The request was abandoned (the client went away): nothing will answer, so end
+        # the call from a task of its own, which the cancellation of this one cannot stop.
+        ending = asyncio.get_running_loop().create_task(call.end(),
+                                                        context=contextvars.Context())
+        _ENDING.add(ending)
+        ending.add_done_callback(_ENDING.discard)
+        raise
     response = HttpResponse(answer, status=201, content_type="application/sdp")
     response["Location"] = f"/v1/realtime/calls/{call.id}"
     return response
+
+
+def _offer(request: HttpRequest) -> bytes | None:
+    """The posted SDP, or None past MAX_OFFER_BYTES (refused before reading a declared
+    length, and never more than Django's DATA_UPLOAD_MAX_MEMORY_SIZE read)."""
+    try:
+        if int(request.META.get("CONTENT_LENGTH") or 0) > MAX_OFFER_BYTES:
+            return None
+        body = request.body
+    except (ValueError, RequestDataTooBig):
+        return None
+    return body if len(body) <= MAX_OFFER_BYTES else None
 
 
 def _error(status: int, code: str, message: str, *, kind: str = "invalid_request_error",

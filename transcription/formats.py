@@ -2,13 +2,25 @@
 
 Cue times are relative to the first segment's start, so a recording started with the first
 words lines up with them.
+
+Names and texts are written defensively whatever the database holds (rows stored before names
+were cleaned may have anything): each on one line without control or bidi characters, so no
+one can add a line, a cue or a fake speaker to a transcript.
 """
 
 from __future__ import annotations
 
+import re
 from collections.abc import Sequence
 from datetime import datetime, timedelta
 from typing import Protocol
+
+from rooms.identity import plain_line
+
+# What a transcript says for a speaker whose stored name shows nothing.
+UNNAMED_SPEAKER = "?"
+# "-->" separates a cue's times in both formats; players look for it anywhere in a line.
+_ARROW = re.compile(r"-{2,}>")
 
 
 class Segment(Protocol):
@@ -37,13 +49,22 @@ def _cues(segments: Sequence[Segment]):
 
 
 def _one_line(text: str) -> str:
-    # A blank line ends a cue in both formats: keep each cue's text on its own lines.
-    return " ".join(text.split())
+    """A blank line ends a cue and a line break starts a transcript line: one line each."""
+    return plain_line(text)
+
+
+def _name(segment: Segment) -> str:
+    return _one_line(segment.speaker_name) or UNNAMED_SPEAKER
+
+
+def _no_arrow(text: str) -> str:
+    """SubRip has no escapes: "-->" (which would read as a timing line) becomes "->"."""
+    return _ARROW.sub("->", text)
 
 
 def to_txt(segments: Sequence[Segment]) -> str:
     return "".join(
-        f"[{segment.started_at:%H:%M:%S}] {segment.speaker_name}: {_one_line(segment.text)}\n"
+        f"[{segment.started_at:%H:%M:%S}] {_name(segment)}: {_one_line(segment.text)}\n"
         for segment in segments
     )
 
@@ -53,7 +74,7 @@ def to_vtt(segments: Sequence[Segment]) -> str:
     for start, end, segment in _cues(segments):
         lines += [
             f"{_clock(start, '.')} --> {_clock(end, '.')}",
-            f"<v {_escape_vtt(segment.speaker_name)}>{_escape_vtt(_one_line(segment.text))}",
+            f"<v {_escape_vtt(_name(segment))}>{_escape_vtt(_one_line(segment.text))}",
             "",
         ]
     return "\n".join(lines)
@@ -65,13 +86,15 @@ def to_srt(segments: Sequence[Segment]) -> str:
         lines += [
             str(index),
             f"{_clock(start, ',')} --> {_clock(end, ',')}",
-            f"{segment.speaker_name}: {_one_line(segment.text)}",
+            _no_arrow(f"{_name(segment)}: {_one_line(segment.text)}"),
             "",
         ]
     return "\n".join(lines)
 
 
 def _escape_vtt(text: str) -> str:
+    """WebVTT's escapes: no tag can open or close (the voice tag's name ends at the first
+    ">"), and "-->" becomes "--&gt;", which no parser takes for a cue's times."""
     return text.replace("&", "&amp;").replace("<", "&lt;").replace(">", "&gt;")
 
 

@@ -7,12 +7,15 @@ import json
 import time
 from datetime import UTC
 
+from django.conf import settings
+from django.core.exceptions import RequestDataTooBig
 from django.http import Http404, HttpRequest, HttpResponse, JsonResponse
 from django.shortcuts import get_object_or_404, render
 from django.views.decorators.http import require_GET, require_POST
 
-from rooms.identity import participant_for, public_id_for
+from rooms.identity import participant_for, plain_line, public_id_for
 from rooms.models import Room
+from rooms.ratelimit import WindowLimit, client_address
 from rooms.views import enter_room
 
 from . import engines, upstream
@@ -23,6 +26,12 @@ from .models import CaptionSegment
 MODES = ("proxy", "websocket", "webrtc")
 # Keys per browser session per minute: a page asks for one per connection; more is a loop.
 MINT_LIMIT_PER_MINUTE = 10
+# Keys per client address per minute (settings.PARLEY key, default): a fresh guest session
+# per request would dodge the session limit; an address may be an office of members.
+MINT_LIMIT_PER_ADDRESS_SETTING = "KEY_MINT_PER_MINUTE_PER_ADDRESS"
+MINT_LIMIT_PER_ADDRESS = 60
+# The body is a slug and a mode (under 200 bytes); anything much bigger is not a request.
+MAX_SESSION_BODY_BYTES = 4 * 1024
 
 
 @require_GET
@@ -57,7 +66,9 @@ def recent_transcript(request: HttpRequest, slug: str):
 def caption_json(segment: CaptionSegment) -> dict:
     return {
         "item_id": segment.item_id, "previous_item_id": segment.previous_item_id or None,
-        "speaker": {"id": public_id_for(segment.speaker_key), "name": segment.speaker_name},
+        # Rows stored before names were cleaned may hold line breaks or bidi controls.
+        "speaker": {"id": public_id_for(segment.speaker_key),
+                    "name": plain_line(segment.speaker_name)},
         "text": segment.text, "engine": segment.engine,
         "started_at": _utc(segment.started_at), "ended_at": _utc(segment.ended_at),
     }
@@ -88,11 +99,9 @@ def transcription_session(request: HttpRequest):
     `expires_at`, `session`) plus the URLs to use and whether the page must relay transcripts
     to the room (`relay_captions`: only when OpenAI, not Parley, transcribes).
     """
-    try:
-        body = json.loads(request.body) if request.content_type == "application/json" \
-            else request.POST.dict()
-    except ValueError:
-        return _error(400, "invalid_json", "The body is not valid JSON.")
+    body = _session_request(request)
+    if isinstance(body, JsonResponse):
+        return body
     slug, mode = body.get("room"), body.get("mode", "proxy")
     if not isinstance(slug, str) or mode not in MODES:
         return _error(400, "invalid_request",
@@ -101,7 +110,7 @@ def transcription_session(request: HttpRequest):
     participant = participant_for(request.session, request.user, room)
     if participant is None:
         return _error(403, "forbidden", "Only members of the room may transcribe in it.")
-    if not _within_rate(request.session):
+    if not _within_rate(request.session) or _address_refused(request):
         return _error(429, "rate_limited", "Too many keys; wait a minute.")
     if mode != "proxy" and engines.engine_name() == "openai":
         try:
@@ -123,6 +132,41 @@ def transcription_session(request: HttpRequest):
         "websocket_url": f"{'wss' if secure else 'ws'}://{host}/v1/realtime?intent=transcription",
         "calls_url": f"{'https' if secure else 'http'}://{host}/v1/realtime/calls",
     })
+
+
+def _session_request(request: HttpRequest) -> dict | JsonResponse:
+    """The request's fields as a dict, or the error to answer: 413 past
+    MAX_SESSION_BODY_BYTES (checked before the body is read when its length is declared),
+    400 for JSON that does not parse (nesting too deep included) or is not an object."""
+    too_large = _error(413, "request_too_large",
+                       f"The body is limited to {MAX_SESSION_BODY_BYTES} bytes.")
+    try:
+        declared = int(request.META.get("CONTENT_LENGTH") or 0)
+    except ValueError:
+        declared = 0
+    if declared > MAX_SESSION_BODY_BYTES:
+        return too_large
+    try:
+        raw = request.body
+    except RequestDataTooBig:
+        return too_large
+    if len(raw) > MAX_SESSION_BODY_BYTES:
+        return too_large
+    if request.content_type != "application/json":
+        return request.POST.dict()
+    try:
+        body = json.loads(raw)
+    except (ValueError, RecursionError):  # UnicodeDecodeError is a ValueError
+        return _error(400, "invalid_json", "The body is not valid JSON.")
+    if not isinstance(body, dict):
+        return _error(400, "invalid_request",
+                      "Send a JSON object: {\"room\": <slug>, \"mode\": <mode>}.")
+    return body
+
+
+def _address_refused(request: HttpRequest) -> bool:
+    limit = settings.PARLEY.get(MINT_LIMIT_PER_ADDRESS_SETTING, MINT_LIMIT_PER_ADDRESS)
+    return WindowLimit("keys.address", limit, 60).hit(client_address(request)) is not None
 
 
 def _error(status: int, code: str, message: str) -> JsonResponse:
