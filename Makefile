@@ -9,10 +9,15 @@ PORT ?= 8000
 SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 APT_INSTALL := DEBIAN_FRONTEND=noninteractive $(SUDO) apt-get install -y --no-install-recommends
 # Debian packages the tests use for real: redis-server (Redis channel layer), chromium
-# (browser tests, driven by Playwright with executable_path), espeak-ng and sox (speech).
+# (browser tests, driven by Playwright with executable_path), espeak-ng and sox (speech),
+# nginx and coturn (deploy/'s nginx site over TLS before two daphne processes, and its coturn
+# settings, tested as shipped).
 
 .PHONY: run test install install-dev system-deps test-system-deps lint bench clean
 
+# The embedded demo: without SECRET_KEY, PARLEY_DEMO=1 has Parley generate one and keep it in
+# var/secret_key ($PARLEY_DATA_DIR/secret_key, mode 0600). Deployments set SECRET_KEY.
+run: export PARLEY_DEMO = 1
 run: install
 	$(BIN)/python manage.py migrate --noinput
 	$(BIN)/python manage.py collectstatic --noinput -v0
@@ -49,6 +54,8 @@ test-system-deps: system-deps
 	[ -x /usr/bin/chromium ] || missing="$$missing chromium"; \
 	command -v espeak-ng >/dev/null || missing="$$missing espeak-ng"; \
 	command -v sox >/dev/null || missing="$$missing sox"; \
+	[ -x /usr/sbin/nginx ] || missing="$$missing nginx"; \
+	command -v turnserver >/dev/null || missing="$$missing coturn"; \
 	if [ -n "$$missing" ]; then \
 		echo "installing system packages:$$missing"; \
 		$(SUDO) apt-get update && $(APT_INSTALL) $$missing; \

@@ -6,6 +6,7 @@ channel layer and in-process presence, so one process runs with no other service
 
 import json
 import os
+import secrets
 from pathlib import Path
 
 import dj_database_url
@@ -31,18 +32,72 @@ def env_number(name: str, default: float) -> float:
 
 
 DEBUG = env_bool("DEBUG", False)
-SECRET_KEY = os.environ.get("SECRET_KEY", "")
-if not SECRET_KEY:
-    if not DEBUG and os.environ.get("PARLEY_REQUIRE_SECRET_KEY"):
-        raise ImproperlyConfigured("SECRET_KEY must be set")
-    # A fixed development key keeps sessions valid across restarts of `make run`;
-    # any real deployment sets SECRET_KEY.
-    SECRET_KEY = "parley-insecure-development-key-set-SECRET_KEY-in-production"
+DATA_DIR = Path(os.environ.get("PARLEY_DATA_DIR", BASE_DIR / "var"))
+
+# Only ever used with DEBUG=1 and no SECRET_KEY; `manage.py check --deploy` flags it
+# (project/checks.py), since whoever knows it can sign sessions and transcription keys.
+DEVELOPMENT_SECRET_KEY = "parley-insecure-development-key-set-SECRET_KEY-in-production"
+
+
+def demo_secret_key(path: Path) -> str:
+    """The embedded demo's key: generated once into `path` (mode 0600) and read back on later
+    starts, so `make run` needs no setup and its sessions survive restarts. Published with a
+    hard link, so processes starting together never see a half-written file."""
+    if not path.exists():
+        path.parent.mkdir(parents=True, exist_ok=True)
+        draft = path.with_name(f".{path.name}.{os.getpid()}")
+        descriptor = os.open(draft, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+        with os.fdopen(descriptor, "w") as handle:
+            handle.write(secrets.token_urlsafe(50) + "\n")
+        try:
+            os.link(draft, path)
+        except FileExistsError:  # another process won the race: use its key
+            pass
+        finally:
+            draft.unlink()
+    key = path.read_text().strip()
+    if not key:
+        raise ImproperlyConfigured(f"{path} is empty: delete it to have a new key generated.")
+    return key
+
+
+def secret_key() -> str:
+    """SECRET_KEY, else the demo's kept key, else (DEBUG only) the development key: a
+    production start without a key stops here, before anything is signed with a known one."""
+    if os.environ.get("SECRET_KEY"):
+        return os.environ["SECRET_KEY"]
+    if env_bool("PARLEY_DEMO", False):
+        return demo_secret_key(DATA_DIR / "secret_key")
+    if DEBUG:
+        return DEVELOPMENT_SECRET_KEY
+    raise ImproperlyConfigured(
+        "SECRET_KEY is not set. Set SECRET_KEY to a long random string, the same one for every "
+        "Parley process (daphne and `manage.py sfu`), e.g. the output of "
+        "`python3 -c 'import secrets; print(secrets.token_urlsafe(50))'`. "
+        "For a local demo set PARLEY_DEMO=1 instead (as `make run` does): a key is generated "
+        f"and kept in {DATA_DIR / 'secret_key'}."
+    )
+
+
+SECRET_KEY = secret_key()
 
 ALLOWED_HOSTS = env_list("ALLOWED_HOSTS", "localhost,127.0.0.1,[::1]")
 CSRF_TRUSTED_ORIGINS = env_list("CSRF_TRUSTED_ORIGINS", "")
 
-DATA_DIR = Path(os.environ.get("PARLEY_DATA_DIR", BASE_DIR / "var"))
+# HTTPS, normally terminated by a proxy in front of daphne (deploy/, docs/deployment.md).
+# PARLEY_BEHIND_PROXY=1 trusts X-Forwarded-Proto, so request.is_secure() (and the wss:// URLs
+# Parley mints) follow the browser's scheme; only set it when the proxy always overwrites that
+# header and daphne is unreachable except through it.
+if env_bool("PARLEY_BEHIND_PROXY", False):
+    SECURE_PROXY_SSL_HEADER = ("HTTP_X_FORWARDED_PROTO", "https")
+SECURE_SSL_REDIRECT = env_bool("SECURE_SSL_REDIRECT", False)
+# Health checks reach daphne directly over HTTP; a redirect would fail them.
+SECURE_REDIRECT_EXEMPT = [r"^healthz$"]
+SECURE_HSTS_SECONDS = int(env_number("SECURE_HSTS_SECONDS", 0))
+SECURE_HSTS_INCLUDE_SUBDOMAINS = env_bool("SECURE_HSTS_INCLUDE_SUBDOMAINS", False)
+SECURE_HSTS_PRELOAD = env_bool("SECURE_HSTS_PRELOAD", False)
+SESSION_COOKIE_SECURE = env_bool("SESSION_COOKIE_SECURE", False)
+CSRF_COOKIE_SECURE = env_bool("CSRF_COOKIE_SECURE", False)
 
 INSTALLED_APPS = [
     "daphne",
@@ -54,6 +109,7 @@ INSTALLED_APPS = [
     "whitenoise.runserver_nostatic",
     "django.contrib.staticfiles",
     "channels",
+    "project.checks.ProjectConfig",
     "rooms",
     "signaling",
     "transcription",
@@ -61,6 +117,8 @@ INSTALLED_APPS = [
 
 MIDDLEWARE = [
     "django.middleware.security.SecurityMiddleware",
+    # Outside whitenoise, so static responses carry the policy too.
+    "project.security.ContentSecurityPolicyMiddleware",
     "whitenoise.middleware.WhiteNoiseMiddleware",
     "django.contrib.sessions.middleware.SessionMiddleware",
     "django.middleware.common.CommonMiddleware",

@@ -21,6 +21,11 @@ from urllib.parse import urlsplit, urlunsplit
 
 ROOT = Path(__file__).resolve().parents[2]
 
+# Server subprocesses run the production settings, which refuse to start without a
+# SECRET_KEY; this one is for tests only (tests/settings.py gives it to pytest's process).
+TEST_SECRET_KEY = "parley-tests-only-key-0c4e9b7d2f1a6e3c8b5d0a9f7e2c4b6d1a3f5e7c9b0d2f4a"
+SERVER_ENV = {"DJANGO_SETTINGS_MODULE": "project.settings", "SECRET_KEY": TEST_SECRET_KEY}
+
 
 @cache
 def scratch_dir() -> Path:
@@ -143,7 +148,7 @@ class LiveDatabase:
             database = cls(f"sqlite:///{tmpdir}/live.sqlite3", None, None, tmpdir)
         subprocess.run(
             [sys.executable, "manage.py", "migrate", "--noinput", "-v0"],
-            cwd=ROOT, env={**os.environ, "DATABASE_URL": database.url}, check=True,
+            cwd=ROOT, env={**os.environ, **SERVER_ENV, "DATABASE_URL": database.url}, check=True,
         )
         return database
 
@@ -167,7 +172,7 @@ def collected_static() -> str:
     root = tempfile.mkdtemp(prefix="static-", dir=scratch_dir())
     subprocess.run(
         [sys.executable, "manage.py", "collectstatic", "--noinput", "-v0"],
-        cwd=ROOT, env={**os.environ, "STATIC_ROOT": root}, check=True,
+        cwd=ROOT, env={**os.environ, **SERVER_ENV, "STATIC_ROOT": root}, check=True,
     )
     return root
 
@@ -190,6 +195,7 @@ class DaphneProcess:
         log_path = log_file(f"daphne-{port}-")
         env = {
             **os.environ,
+            **SERVER_ENV,
             "DATABASE_URL": database_url,
             "DEBUG": "0",
             "STATIC_ROOT": collected_static(),
@@ -237,7 +243,7 @@ class SfuWorkerProcess:
     @classmethod
     def start(cls, database_url: str, redis_url: str, extra_env: dict | None = None):
         log_path = log_file("sfu-worker-")
-        env = {**os.environ, "DATABASE_URL": database_url, "REDIS_URL": redis_url,
+        env = {**os.environ, **SERVER_ENV, "DATABASE_URL": database_url, "REDIS_URL": redis_url,
                "PYTHONUNBUFFERED": "1", **(extra_env or {})}
         with log_path.open("wb") as log:
             process = subprocess.Popen(
