@@ -178,22 +178,31 @@ DATABASES = {"default": database_from_env()}
 DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
 
 REDIS_URL = os.environ.get("REDIS_URL", "")
+# Rate limits and other short-lived counts (rooms/ratelimit.py): shared by every process
+# through Redis when there is one; per process otherwise (the embedded default).
+if REDIS_URL:
+    CACHES = {"default": {"BACKEND": "django.core.cache.backends.redis.RedisCache",
+                          "LOCATION": REDIS_URL}}
 # Which channels-redis layer carries room traffic when REDIS_URL is set; bench/chat_fanout.py
 # measures both (figures in README.md). Room sequencing and resume cover either one's losses.
 REDIS_LAYER = os.environ.get("REDIS_LAYER", "pubsub")
 if REDIS_URL:
+    from rooms.redis import connection_options
+
+    # Retries on a stale connection (a Redis restart) instead of failing the socket.
+    redis_host = {"address": REDIS_URL, **connection_options()}
     if REDIS_LAYER == "pubsub":
         CHANNEL_LAYERS = {
             "default": {
                 "BACKEND": "channels_redis.pubsub.RedisPubSubChannelLayer",
-                "CONFIG": {"hosts": [REDIS_URL]},
+                "CONFIG": {"hosts": [redis_host]},
             }
         }
     elif REDIS_LAYER == "core":
         CHANNEL_LAYERS = {
             "default": {
                 "BACKEND": "channels_redis.core.RedisChannelLayer",
-                "CONFIG": {"hosts": [REDIS_URL], "capacity": 1000, "expiry": 30},
+                "CONFIG": {"hosts": [redis_host], "capacity": 1000, "expiry": 30},
             }
         }
     else:
@@ -264,6 +273,13 @@ PARLEY = {
     # closed with 4408: ~25 s of a busy 200-person room; one slow phone must not hold
     # megabytes for each of a thousand sockets.
     "MAX_OUTBOUND_BYTES": int(env_number("PARLEY_MAX_OUTBOUND_BYTES", 512 * 1024)),
+    # HTTP rate limits (docs/protocol.md, Endpoint limits), counted in CACHES.
+    "ROOM_CREATE_PER_HOUR": int(env_number("PARLEY_ROOM_CREATE_PER_HOUR", 20)),
+    "ROOM_CREATE_PER_HOUR_PER_ADDRESS": int(
+        env_number("PARLEY_ROOM_CREATE_PER_HOUR_PER_ADDRESS", 60)),
+    "KEY_MINT_PER_MINUTE_PER_ADDRESS": int(
+        env_number("PARLEY_KEY_MINT_PER_MINUTE_PER_ADDRESS", 60)),
+    "MAX_CALLS_PER_MEMBER": int(env_number("PARLEY_MAX_CALLS_PER_MEMBER", 2)),
 }
 
 # WebRTC ICE servers handed to pages (JSON list of RTCIceServer dicts). Empty: host

@@ -103,6 +103,8 @@ class RoomClient:
             raise RuntimeError(f"expected hello, got {hello}")
         await self._apply_hello(hello)
         self._reader = asyncio.create_task(self._read())
+        if hello.get("more"):
+            await self._sync()
         for client_id, text in list(self.outbox.items()):
             await self._send({"type": "chat.send", "client_id": client_id, "text": text})
 
@@ -184,6 +186,8 @@ class RoomClient:
                     await self._sync()
             elif kind == "chat.backlog":
                 self._apply_backlog(event)
+                if event.get("more"):  # cut at the server's budget: the rest comes next
+                    await self._sync()
             elif kind == "chat.ack":
                 self.outbox.pop(event["client_id"], None)
                 self.acks[event["client_id"]] = event["seq"]

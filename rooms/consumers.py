@@ -18,6 +18,9 @@ log = logging.getLogger(__name__)
 class RoomConsumer(RoomSocket):
     """One participant's chat connection to one room."""
 
+    group: str | None = None
+    presence = None  # the presence store, once joined
+
     async def joined(self) -> None:
         """Called once admitted: register, send `hello`, announce a first-tab join."""
         room = self.room
@@ -39,6 +42,7 @@ class RoomConsumer(RoomSocket):
             "seq": backlog.seq,
             "messages": backlog.messages,
             "reset": backlog.reset,
+            "more": backlog.more,
             "heartbeat_seconds": self.limits["HEARTBEAT_SECONDS"],
             "limits": {
                 "max_text_chars": self.limits["MAX_TEXT_CHARS"],
@@ -54,10 +58,12 @@ class RoomConsumer(RoomSocket):
         """Called once the socket ended, however it ended (its heartbeat already stopped:
         a leftover one would re-add this dead channel to the group and refresh its presence
         forever): leave the group, announce a last-tab leave."""
-        if self.room is None:
+        if self.group is None:
             return
         with contextlib.suppress(Exception):
             await self.channel_layer.group_discard(self.group, self.channel_name)
+        if self.presence is None:
+            return
         gone = await self._presence_call(self.presence.remove(self.room.pk, self.channel_name))
         if gone is not None:
             await self._broadcast({"type": "presence", "joined": [], "left": [gone.as_dict()]})
@@ -71,7 +77,7 @@ class RoomConsumer(RoomSocket):
             backlog = await database_sync_to_async(services.backlog)(self.room, message.after)
             await self.send_json({
                 "type": "chat.backlog", "seq": backlog.seq, "messages": backlog.messages,
-                "reset": backlog.reset,
+                "reset": backlog.reset, "more": backlog.more,
             })
         else:
             await self.send_json({"type": "pong"})

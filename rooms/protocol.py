@@ -18,6 +18,7 @@ CLOSE_FORBIDDEN = 4403  # no session that joined the room / not a member of a pr
 CLOSE_NOT_FOUND = 4404  # no such room
 CLOSE_SLOW_READER = 4408  # fell MAX_OUTBOUND_BYTES behind reading (project/transport.py)
 CLOSE_FLOOD = 4429  # kept sending past the rate limit after being told to slow down
+CLOSE_TRY_AGAIN = 4503  # a server-side fault while admitting (database, Redis): reconnect
 CLOSE_TOO_MANY = 4430  # this member already holds as many sockets of this kind as allowed
 
 # Error codes carried by `error` events; the connection stays open after each.

@@ -4,11 +4,14 @@ counted in Django's cache for HTTP endpoints (room creation, transcription keys)
 from __future__ import annotations
 
 import ipaddress
+import logging
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
 
 from django.core.cache import cache
+
+log = logging.getLogger(__name__)
 
 
 class TokenBucket:
@@ -85,12 +88,16 @@ class WindowLimit:
         cache_key = f"parley.rate.{self.name}.{window_index}.{key}"
         # add() is a no-op when the key exists, and incr() is atomic in the cache backends
         # Django ships, so concurrent requests each get their own count.
-        cache.add(cache_key, 0, timeout=self.window + 1)
         try:
-            count = cache.incr(cache_key)
-        except ValueError:  # evicted between add() and incr(): count afresh
-            cache.set(cache_key, 1, timeout=self.window + 1)
-            count = 1
+            cache.add(cache_key, 0, timeout=self.window + 1)
+            try:
+                count = cache.incr(cache_key)
+            except ValueError:  # evicted between add() and incr(): count afresh
+                cache.set(cache_key, 1, timeout=self.window + 1)
+                count = 1
+        except Exception:  # the cache (Redis) is down: forgive rather than fail the request
+            log.warning("rate limit %s not counted: cache unavailable", self.name, exc_info=True)
+            return None
         if count <= self.limit:
             return None
         return max(1.0, (window_index + 1) * self.window - now)

@@ -7,6 +7,26 @@ import asyncio
 _clients: dict[tuple[int, str], object] = {}
 MAX_CONNECTIONS = 64  # per process and loop; Redis serves each command in microseconds
 POOL_WAIT_SECONDS = 10
+RETRIES = 3  # 0.05 + 0.1 + 0.2 s of backoff: a restarted Redis answers within that
+HEALTH_CHECK_SECONDS = 15
+
+
+def connection_options() -> dict:
+    """How every Redis connection of Parley's (its own stores and the channel layer's) treats
+    a connection that went stale, e.g. after a Redis restart: retry the command on a fresh
+    connection a few times within about a second, instead of failing the socket that asked
+    (the first socket after a restart was closed before `hello`). Idle pooled connections
+    are checked before use once they have been idle HEALTH_CHECK_SECONDS."""
+    from redis.asyncio.retry import Retry
+    from redis.backoff import ExponentialBackoff
+    from redis.exceptions import ConnectionError, TimeoutError
+
+    return {
+        "retry": Retry(ExponentialBackoff(cap=0.5, base=0.05), RETRIES),
+        "retry_on_error": [ConnectionError, TimeoutError, ConnectionResetError],
+        "health_check_interval": HEALTH_CHECK_SECONDS,
+        "socket_keepalive": True,
+    }
 
 
 def redis_client(url: str):
@@ -21,6 +41,7 @@ def redis_client(url: str):
         # wait for a free connection instead of failing with "Too many connections" (seen in
         # bench/chat_fanout.py at 500 clients).
         pool = aioredis.BlockingConnectionPool.from_url(
-            url, max_connections=MAX_CONNECTIONS, timeout=POOL_WAIT_SECONDS, socket_timeout=5)
+            url, max_connections=MAX_CONNECTIONS, timeout=POOL_WAIT_SECONDS, socket_timeout=5,
+            **connection_options())
         client = _clients[key] = aioredis.Redis(connection_pool=pool)
     return client

@@ -132,6 +132,24 @@ class Backlog:
     seq: int
     messages: list[dict]
     reset: bool
+    more: bool = False  # cut at BACKLOG_BUDGET_CHARS: ask for the rest after the last one
+
+
+# Text one backlog frame may carry (hello or chat.backlog): 500 messages of up to 4,000
+# characters made a 3.3 MB hello, past daphne's 1 MiB frame limit, and the consumer failed.
+# Past the budget the frame says `more` and the client asks for the rest with chat.sync.
+BACKLOG_BUDGET_CHARS = 192 * 1024
+
+
+def within_budget(rows) -> list[dict]:
+    """The payloads of `rows` (in seq order) that fit BACKLOG_BUDGET_CHARS; at least one."""
+    messages, used = [], 0
+    for row in rows.iterator(chunk_size=100):
+        used += len(row.text) + len(row.author_name) + 120  # the JSON around them
+        if messages and used > BACKLOG_BUDGET_CHARS:
+            break
+        messages.append(message_payload(row))
+    return messages
 
 
 def backlog(room: Room, after: int | None) -> Backlog:
@@ -145,8 +163,12 @@ def backlog(room: Room, after: int | None) -> Backlog:
     limits = settings.PARLEY
     seq = current_seq(room.pk)
     if after is not None and 0 <= after <= seq and seq - after <= limits["RESUME_LIMIT"]:
-        rows = Message.objects.filter(room=room, seq__gt=after).order_by("seq")
-        return Backlog(seq, [message_payload(m) for m in rows], reset=False)
+        rows = Message.objects.filter(room=room, seq__gt=after, seq__lte=seq).order_by("seq")
+        messages = within_budget(rows)
+        more = bool(messages) and messages[-1]["seq"] < seq
+        return Backlog(seq, messages, reset=False, more=more)
     newest = Message.objects.filter(room=room, seq__lte=seq).order_by("-seq")
     rows = list(newest[: limits["HISTORY_ON_CONNECT"]])[::-1]
+    while len(rows) > 1 and sum(len(m.text) + 120 for m in rows) > BACKLOG_BUDGET_CHARS:
+        rows.pop(0)  # a fresh view is the newest messages: drop the oldest
     return Backlog(seq, [message_payload(m) for m in rows], reset=after is not None)

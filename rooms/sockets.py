@@ -40,9 +40,10 @@ from .ratelimit import TokenBucket
 
 log = logging.getLogger(__name__)
 
-# WebSocket's own "try again later": the server could not admit the socket right now (its
-# database or Redis did not answer). Clients reconnect with backoff, as after any drop.
-CLOSE_TRY_AGAIN = 1013
+# The server could not admit the socket right now (its database or Redis did not answer).
+# Clients reconnect with backoff, as after any drop. (WebSocket's own 1013 says the same, but
+# daphne's autobahn lets a server send only 1000 and 3000-4999.)
+CLOSE_TRY_AGAIN = protocol.CLOSE_TRY_AGAIN
 # How long `closed()` may take (ending an open transcription turn waits for the engine's
 # last events) before the rest of the cleanup goes on without it.
 CLEANUP_SECONDS = 15

@@ -32,6 +32,27 @@ def fresh_presence():
     rooms.presence._store = None
 
 
+@pytest.fixture(autouse=True)
+def fresh_session_slots():
+    """Each test starts with no transcription session slots held (a test that ends with a
+    socket still open leaves its slot behind when its event loop is closed under it)."""
+    from transcription import slots
+
+    slots._held.clear()
+    yield
+    slots._held.clear()
+
+
+@pytest.fixture(autouse=True)
+def fresh_rate_counts():
+    """HTTP rate limits count in the per-process cache: each test starts from zero."""
+    from django.core.cache import cache
+
+    cache.clear()
+    yield
+    cache.clear()
+
+
 @pytest.fixture(scope="session")
 def redis_server():
     """A real redis-server on a free port (or the one REDIS_URL names), for the session."""

@@ -205,7 +205,10 @@ class CaptionReportConsumer(RoomSocket):
                               "limits": {"max_transcript_chars": reports.MAX_TRANSCRIPT_CHARS}})
 
     async def handle(self, data: dict) -> None:
-        event = reports.parse_report(data, self.me.id)
+        # Audio times can run no further ahead than this stream has lasted (plus slack), so
+        # a reporter cannot date captions into the future, pushing others' out of view.
+        event = reports.parse_report(
+            data, self.me.id, latest_audio_ms=reports.max_audio_ms(self.captions.opened_at))
         await self.captions.handle(event)
         if event["type"].endswith(".completed"):
             # Acknowledged only once stored, so a report that was acked is in the database.

@@ -15,8 +15,8 @@ already been handed its events.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import atexit
+import contextlib
 import itertools
 import logging
 import multiprocessing

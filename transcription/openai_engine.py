@@ -314,6 +314,7 @@ class OpenAIStream:
             self.on_event(event)
 
     def _lost(self, upstream: Upstream) -> None:
+        LIVE_UPSTREAMS.discard(upstream)  # dropped: nothing left open upstream
         self._fail_pending(upstream, "The connection to OpenAI dropped before this turn's "
                                      "transcript arrived.")
         if upstream is self.current and not self.closing and self.failure is None:

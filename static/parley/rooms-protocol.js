@@ -5,7 +5,10 @@
 
 export const CLOSE_FORBIDDEN = 4403;
 export const CLOSE_NOT_FOUND = 4404;
+export const CLOSE_SLOW_READER = 4408; // fell too far behind reading: reconnect and resume
 export const CLOSE_FLOOD = 4429;
+export const CLOSE_TOO_MANY = 4430;
+export const CLOSE_TRY_AGAIN = 4503; // the server could not admit us right now: reconnect
 export const TERMINAL_CLOSE_CODES = new Set([CLOSE_FORBIDDEN, CLOSE_NOT_FOUND]);
 
 export const ErrorCode = Object.freeze({
@@ -19,6 +22,8 @@ export const ErrorCode = Object.freeze({
   TEXT_TOO_LONG: "text_too_long",
   RATE_LIMITED: "rate_limited",
   SERVER_ERROR: "server_error",
+  TOO_DEEP: "too_deep",
+  BAD_TEXT: "bad_text",
 });
 
 export const MAX_TEXT_CHARS = 4000;
@@ -74,7 +79,9 @@ export class RoomClient extends EventTarget {
 
   // --- sending -------------------------------------------------------------------------
   send(text) {
-    const item = { client_id: newClientId(), text };
+    // A lone surrogate (half an emoji from a bad paste) is not Unicode: the server refuses
+    // it (bad_text), so send U+FFFD in its place, as the browser would when encoding UTF-8.
+    const item = { client_id: newClientId(), text: text.toWellFormed ? text.toWellFormed() : text };
     this.outbox.set(item.client_id, item);
     this.saveOutbox();
     this.transmit(item);
@@ -198,7 +205,7 @@ export class RoomClient extends EventTarget {
     for (const item of this.outbox.values()) this.transmit(item);
   }
 
-  applyBacklog({ messages, seq, reset }) {
+  applyBacklog({ messages, seq, reset, more }) {
     if (reset || this.lastSeq === null) {
       this.lastSeq = null;
       this.buffered.clear();
@@ -207,6 +214,10 @@ export class RoomClient extends EventTarget {
       this.lastSeq = messages.length ? messages[0].seq - 1 : seq;
     }
     for (const message of messages) this.onMessage(message);
+    // Cut at the server's size budget: ask for the rest right away.
+    if (more && this.socket) {
+      this.socket.send(JSON.stringify({ type: "chat.sync", after: this.lastSeq }));
+    }
   }
 
   onBacklog(event) {
