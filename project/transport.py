@@ -19,9 +19,10 @@ import logging
 
 from daphne import ws_protocol
 
+from rooms.protocol import CLOSE_SLOW_READER  # documented in docs/protocol.md
+
 log = logging.getLogger(__name__)
 
-CLOSE_SLOW_READER = 4408  # rooms.protocol.CLOSE_SLOW_READER; documented in docs/protocol.md
 # How long a socket closed for its backlog may take to drain before the connection is dropped.
 CLOSE_GRACE_SECONDS = 10
 

@@ -312,3 +312,21 @@ def test_frame_decoding_bounds():
     # A valid surrogate pair is one character, not a lone surrogate.
     assert frames.decode_frame('{"type":"\\ud83d\\ude00"}', None, max_bytes=100) == {
         "type": "\U0001f600"}
+
+
+def test_the_browser_client_mirrors_the_close_and_error_codes():
+    """static/parley/rooms-protocol.js holds the same wire constants as rooms/protocol.py."""
+    import re
+    from pathlib import Path
+
+    source = (Path(__file__).resolve().parents[1] / "static/parley/rooms-protocol.js").read_text()
+    js_closes = dict(re.findall(r"export const (CLOSE_\w+) = (\d+);", source))
+    py_closes = {name: str(value) for name, value in vars(protocol).items()
+                 if name.startswith("CLOSE_")}
+    assert js_closes == py_closes
+    block = re.search(r"export const ErrorCode = Object.freeze\(\{(.*?)\}\);", source, re.S)
+    js_errors = dict(re.findall(r'(\w+): "(\w+)"', block.group(1)))
+    py_errors = {name: value for name, value in vars(protocol).items()
+                 if isinstance(value, str) and name.isupper() and not name.startswith("CLOSE_")
+                 and re.fullmatch(r"[a-z_]+", value)}
+    assert js_errors == py_errors

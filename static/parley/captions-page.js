@@ -11,7 +11,8 @@ import { CaptionRelay } from "./caption-reports.js";
 import { MicrophoneCapture } from "./pcm-capture.js";
 import { RealtimeCall } from "./realtime-webrtc.js";
 import {
-  CLOSE_UNAUTHORIZED, CLOSE_UPSTREAM_FAILED, RealtimeSocket, ServerEvent, mintKey,
+  CLOSE_FORBIDDEN, CLOSE_TOO_MANY, CLOSE_UNAUTHORIZED, CLOSE_UPSTREAM_FAILED, RealtimeSocket,
+  ServerEvent, mintKey,
 } from "./realtime-protocol.js";
 
 const root = document.getElementById("captions-page");
@@ -35,7 +36,9 @@ board.loadRecent();
 room.start();
 
 // Close codes after which reconnecting cannot help.
-const FATAL_CLOSES = new Set([CLOSE_UNAUTHORIZED, CLOSE_UPSTREAM_FAILED]);
+// (Each comes after an `error` event that says why, shown as it arrives.)
+const FATAL_CLOSES = new Set([CLOSE_UNAUTHORIZED, CLOSE_UPSTREAM_FAILED, CLOSE_FORBIDDEN,
+                              CLOSE_TOO_MANY]);
 const AUDIO_CONSTRAINTS = {
   channelCount: 1, echoCancellation: false, noiseSuppression: false, autoGainControl: false,
 };

@@ -6,6 +6,8 @@
 export const KEY_PROTOCOL_PREFIX = "openai-insecure-api-key.";
 export const CLOSE_UNAUTHORIZED = 4401;
 export const CLOSE_UPSTREAM_FAILED = 4502;
+export const CLOSE_FORBIDDEN = 4403; // access to the room was taken away
+export const CLOSE_TOO_MANY = 4430; // this member already has as many sessions as allowed
 export const MIN_COMMIT_MS = 100;
 
 export const ServerEvent = Object.freeze({
