@@ -110,3 +110,28 @@ async def test_visitors_cannot_report():
                                             (b"origin", b"http://localhost")])
     await socket.connect()
     assert (await socket.receive_output())["code"] == 4403
+
+
+async def test_a_reporter_cannot_date_captions_into_the_future():
+    """audio_start_ms up to 24 h ahead pushed honest captions out of transcript.json: times
+    run no further than the report stream has lasted (plus slack)."""
+    from datetime import UTC, datetime, timedelta
+
+    from transcription import reports
+
+    room = await database_sync_to_async(services.create_room)("Direct", private=False)
+    ann = await reporter(room.slug, await guest_session_key(room, "Ann"))
+    for event in [
+        {"type": "input_audio_buffer.speech_started", "item_id": "far", "audio_start_ms":
+         86_399_999},
+        {"type": "input_audio_buffer.speech_stopped", "item_id": "far", "audio_end_ms":
+         86_399_999},
+        {"type": "conversation.item.input_audio_transcription.completed", "item_id": "far",
+         "transcript": "from the future"},
+    ]:
+        await ann.send_json_to(event)
+    assert (await receive_type(ann, "caption.stored"))["item_id"] == "far"
+    segment = await database_sync_to_async(CaptionSegment.objects.get)(room=room)
+    latest = datetime.now(UTC) + timedelta(milliseconds=reports.AUDIO_AHEAD_SLACK_MS)
+    assert segment.started_at <= latest and segment.ended_at <= latest
+    await ann.disconnect()

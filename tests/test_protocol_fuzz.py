@@ -11,6 +11,7 @@ Deterministic (derandomized) so CI is repeatable; PARLEY_FUZZ_EXAMPLES raises th
 
 from __future__ import annotations
 
+import asyncio
 import base64
 import json
 import os
@@ -172,6 +173,18 @@ async def open_socket(kind: str, room) -> WebsocketCommunicator:
     return communicator
 
 
+async def no_call_members(deadline: float = 5.0) -> None:
+    """The group-call worker (which takes `leave` from its queue in its own time) lists
+    nobody once the member's socket ended: polled with a deadline."""
+    from signaling.sfu import worker
+
+    loop = asyncio.get_running_loop()
+    end = loop.time() + deadline
+    while any(w.members for w in worker._local_workers.values()):
+        assert loop.time() < end, "a group-call member outlived its socket"
+        await asyncio.sleep(0.01)
+
+
 def held() -> dict:
     return {**socket_stats(), **engines.open_streams()}
 
@@ -200,6 +213,8 @@ async def fuzz_case(kind: str, frames: list) -> None:
         if answered(event):
             break
     await socket.disconnect()
+    if kind == "sfu":
+        await no_call_members()
     # The other client is still served, and nothing the fuzzed socket started is left.
     await observer.send_json_to({"type": "ping"})
     while (await observer.receive_json_from(timeout=5))["type"] != "pong":
