@@ -27,7 +27,12 @@ from project.asgi import application
 from rooms import services
 from rooms.presence import presence_store
 from rooms.sockets import socket_stats
-from tests.support.sockets import close_db_connections, guest_session_key, room_socket
+from tests.support.sockets import (
+    close_db_connections,
+    guest_session_key,
+    room_socket,
+    stop_in_process_calls,
+)
 from transcription import engines, keys
 
 pytestmark = [pytest.mark.django_db(transaction=True), pytest.mark.fuzz]
@@ -229,39 +234,13 @@ async def fuzz_case(kind: str, frames: list) -> None:
 async def cleanup():
     yield
     await close_db_connections()
-    from signaling.sfu import directory, worker
-
-    for local in list(worker._local_workers.values()):
-        await local.stop()
-    worker._local_workers.clear()
-    directory._directory = None
+    await stop_in_process_calls()
 
 
+@pytest.mark.parametrize("kind", list(TEMPLATES))
 @FUZZ
-@given(frames=frames_for("rooms"))
-async def test_fuzz_chat_socket(frames):
-    await fuzz_case("rooms", frames)
-
-
-@FUZZ
-@given(frames=frames_for("signal"))
-async def test_fuzz_signaling_socket(frames):
-    await fuzz_case("signal", frames)
-
-
-@FUZZ
-@given(frames=frames_for("sfu"))
-async def test_fuzz_group_call_socket(frames):
-    await fuzz_case("sfu", frames)
-
-
-@FUZZ
-@given(frames=frames_for("captions"))
-async def test_fuzz_caption_report_socket(frames):
-    await fuzz_case("captions", frames)
-
-
-@FUZZ
-@given(frames=frames_for("realtime"))
-async def test_fuzz_realtime_socket(frames):
-    await fuzz_case("realtime", frames)
+@given(data=st.data())
+async def test_fuzz_socket(kind, data):
+    """`kind`: rooms (chat), signal (direct calls), sfu (group calls), captions (client
+    reports), realtime (the transcription proxy)."""
+    await fuzz_case(kind, data.draw(frames_for(kind), label="frames"))

@@ -14,6 +14,7 @@ from tests.support.sockets import (
     guest_session_key,
     receive_type,
     room_socket,
+    stop_in_process_calls,
 )
 
 pytestmark = [pytest.mark.django_db(transaction=True), pytest.mark.sfu]
@@ -26,12 +27,7 @@ SDP = ("v=0\r\no=- 1 2 IN IP4 127.0.0.1\r\ns=-\r\nt=0 0\r\n"
 async def cleanup():
     yield
     await close_db_connections()
-    from signaling.sfu import directory, worker
-
-    for local in list(worker._local_workers.values()):
-        await local.stop()
-    worker._local_workers.clear()
-    directory._directory = None
+    await stop_in_process_calls()
 
 
 @database_sync_to_async

@@ -23,6 +23,7 @@ from tests.support.sockets import (
     guest_session_key,
     receive_type,
     room_socket,
+    stop_in_process_calls,
 )
 from transcription import engines, keys
 
@@ -36,12 +37,7 @@ DEEP_OBJECT = '{"type":"ping","x":' + DEEP + "}"
 async def cleanup():
     yield
     await close_db_connections()
-    from signaling.sfu import directory, worker
-
-    for local in list(worker._local_workers.values()):
-        await local.stop()
-    worker._local_workers.clear()
-    directory._directory = None
+    await stop_in_process_calls()
 
 
 @database_sync_to_async

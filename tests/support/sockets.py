@@ -69,3 +69,14 @@ def close_db_connections() -> None:
     from django.db import connections
 
     connections.close_all()
+
+
+async def stop_in_process_calls() -> None:
+    """Stop the in-process group-call workers a test started and forget the directory (each
+    test runs its own event loop; workers belong to the loop that started them)."""
+    from signaling.sfu import directory, worker
+
+    for local in list(worker._local_workers.values()):
+        await local.stop()
+    worker._local_workers.clear()
+    directory._directory = None
