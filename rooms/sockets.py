@@ -76,6 +76,7 @@ class ParleySocket(AsyncWebsocketConsumer):
     frame_setting = "MAX_FRAME_BYTES"
     bucket: TokenBucket | None = None  # set once the socket is admitted
     _ended = False
+    accepted = False
     _watched: tuple[int, str] | None = None
 
     async def __call__(self, scope, receive, send) -> None:
@@ -120,9 +121,13 @@ class ParleySocket(AsyncWebsocketConsumer):
             raise
         except Exception:
             log.exception("admitting a socket failed")
-            with contextlib.suppress(Exception):
+            if not self.accepted:
                 await self.accept()
             await self.close(code=CLOSE_TRY_AGAIN)
+
+    async def accept(self, subprotocol: str | None = None, headers=None) -> None:
+        self.accepted = True
+        await super().accept(subprotocol, headers)
 
     async def disconnect(self, code: int) -> None:
         """Called when the socket closes: clean up now (the finally in __call__ repeats it

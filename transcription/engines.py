@@ -103,7 +103,7 @@ class OfflineStream:
         self.session_id = "sess_" + new_item_id().removeprefix("item_")
 
     async def start(self) -> None:
-        await self.offline.open(self.key, self.on_event)
+        await self._guarded(self.offline.open(self.key, self.on_event))
         self.on_event({"type": "session.created", "session": self.describe()})
 
     async def feed(self, pcm24k: bytes) -> None:
