@@ -234,3 +234,22 @@ async def test_an_unreachable_openai_is_a_clear_error(settings):
         assert event["error"]["code"] == "upstream_unavailable"
         assert (await ann.receive_output(timeout=10))["code"] == 4502
     await close_db_connections()
+
+
+async def test_hostile_frames_leave_no_upstream_connection_open(standin):
+    """A member's frames that used to crash the socket (1011) left its OpenAI connection open
+    on the server's key for good: now they are refused, and closing ends the connection."""
+    from transcription.openai_engine import LIVE_UPSTREAMS
+
+    room = await database_sync_to_async(services.create_room)("Talk", private=False)
+    before = len(LIVE_UPSTREAMS)
+    for hostile in ('{"type":"session.update","session":{"audio":5}}',
+                    '{"type":"session.update","session":{"audio":{"input":[]}}}',
+                    '{"type":"session.update","session":{"x":' + "[" * 3000 + "]" * 3000 + "}}"):
+        async with speaker_in(room) as socket:
+            assert (await socket.receive_json_from(timeout=10))["type"] == "session.created"
+            assert len(LIVE_UPSTREAMS) == before + 1
+            await socket.send_to(text_data=hostile)
+            error = await socket.receive_json_from(timeout=10)
+            assert error["type"] == "error", error
+        assert len(LIVE_UPSTREAMS) == before
