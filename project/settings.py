@@ -290,6 +290,11 @@ ICE_SERVERS = json.loads(os.environ.get("ICE_SERVERS") or "[]")
 TURN_SECRET = os.environ.get("TURN_SECRET", "")
 TURN_URLS = env_list("TURN_URLS", "")
 TURN_TTL_SECONDS = int(env_number("TURN_TTL_SECONDS", 6 * 3600))
+# The SFU workers' own ICE servers (JSON list; default: ICE_SERVERS). With TURN_SECRET set a
+# worker also mints TURN credentials for itself (signaling/ice.py), never a member's.
+SFU_ICE_SERVERS = json.loads(os.environ.get("SFU_ICE_SERVERS") or "null")
+if SFU_ICE_SERVERS is None:
+    SFU_ICE_SERVERS = ICE_SERVERS
 
 # Live transcription (docs/transcription.md). With OPENAI_API_KEY set the OpenAI Realtime API
 # transcribes (through the official SDK, at OPENAI_BASE_URL / OPENAI_WS_BASE_URL, which tests

@@ -154,3 +154,39 @@ async def test_a_publisher_preferring_h264_still_publishes_vp8():
 def test_the_aiortc_hooks_still_fit():
     """Fails loudly when an aiortc upgrade moves the internals the SFU relies on."""
     hooks.check_aiortc()
+
+
+@pytest.mark.parametrize("servers", ["stun", "turn"])
+async def test_a_call_works_with_ice_servers_configured(settings, servers):
+    """Configured ICE servers reach aiortc as RTCIceServer objects (dicts made every join
+    fail), the worker uses its own TURN credentials, not a member's, and a STUN or TURN
+    server that does not answer leaves loopback host candidates working."""
+    from channels.layers import InMemoryChannelLayer
+
+    from signaling.ice import ice_servers_for
+    from signaling.sfu.worker import SfuWorker
+    from tests.support.servers import free_port
+
+    dead = f"127.0.0.1:{free_port()}"
+    if servers == "stun":
+        settings.ICE_SERVERS = settings.SFU_ICE_SERVERS = [{"urls": f"stun:{dead}"}]
+    else:
+        settings.ICE_SERVERS = settings.SFU_ICE_SERVERS = []
+        settings.TURN_SECRET, settings.TURN_URLS = "s3cret", [f"turn:{dead}"]
+    worker = SfuWorker(InMemoryChannelLayer(), worker_id="w1")
+    worker_servers = worker.ice_servers()
+    if servers == "turn":
+        assert worker_servers[-1]["username"].endswith(":sfu-worker-w1")
+        assert ice_servers_for("g:7")[-1]["username"].endswith(":g:7")
+    room, directory = room_with_router(ice_servers=worker_servers)
+    people = []
+    try:
+        for n in range(2):
+            person = Participant(room, f"m{n}", f"Person {n}")  # the server side is tested
+            directory[person.id] = person
+            people.append(person)
+            await person.join()
+        await people[1].wait_for(lambda: people[1].receiving_from("m0", frames=5))
+        await people[0].wait_for(lambda: people[0].receiving_from("m1", frames=5))
+    finally:
+        await close_all(room, people)

@@ -30,7 +30,7 @@ from django.core.exceptions import RequestDataTooBig
 from django.http import HttpRequest, HttpResponse, JsonResponse
 from django.views.decorators.csrf import csrf_exempt
 
-from signaling.sfu.room import peer_connection
+from signaling.ice import peer_connection
 
 from . import engines, realtime
 from .audio import pcm_from_track
@@ -61,7 +61,7 @@ class RealtimeCall:
     def __init__(self, grant: KeyGrant):
         self.id = "rtc_" + secrets.token_hex(12)
         self.grant = grant
-        self.pc = peer_connection(_ice_servers())
+        self.pc = peer_connection(settings.ICE_SERVERS)
         self.channel = None
         self.unsent: list[str] = []  # events made before the data channel opened
         self.pipeline: SpeakerPipeline | None = None
@@ -176,12 +176,6 @@ class RealtimeCall:
             task.cancel()
         # Once end() returns nothing of the call runs any more.
         await asyncio.gather(*others, return_exceptions=True)
-
-
-def _ice_servers() -> list:
-    from aiortc import RTCIceServer
-
-    return [RTCIceServer(**server) for server in settings.ICE_SERVERS]
 
 
 @csrf_exempt  # an API authenticated by its bearer key, as OpenAI's

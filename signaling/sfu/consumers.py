@@ -81,7 +81,7 @@ class SfuConsumer(RoomSocket):
         self.worker_id = worker_id
         await self._to_worker("sfu.join", room=self.room_key, name=self.me.name,
                               speaker=self.participant.key,
-                              reply=self.channel_name, ice_servers=ice_servers_for(self.me.id))
+                              reply=self.channel_name)
         self.watchdog = self.spawn(self._watch_worker(worker_id), name="watchdog")
 
     async def _to_worker(self, kind: str, **fields) -> None:

@@ -15,14 +15,10 @@ import logging
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 
-from aiortc import (
-    RTCBundlePolicy,
-    RTCConfiguration,
-    RTCPeerConnection,
-    RTCRtpSender,
-    RTCSessionDescription,
-)
+from aiortc import RTCPeerConnection, RTCRtpSender, RTCSessionDescription
 from aiortc.sdp import SessionDescription
+
+from signaling.ice import peer_connection
 
 from . import hooks
 from .media import ForwardedTrack, Publication
@@ -35,11 +31,7 @@ FORWARDED_CODECS = {"audio": ("audio/opus",), "video": ("video/VP8", "video/rtx"
 SendEvent = Callable[[str, dict], Awaitable[None]]
 
 
-def peer_connection(ice_servers: list | None = None) -> RTCPeerConnection:
-    # MAX_BUNDLE: with the default policy the second audio/video section never sends.
-    return RTCPeerConnection(
-        RTCConfiguration(iceServers=ice_servers or [], bundlePolicy=RTCBundlePolicy.MAX_BUNDLE)
-    )
+__all__ = ["SfuRoom", "peer_connection"]  # peer_connection: signaling/ice.py's, re-exported
 
 
 # How long a renegotiation waits for the connection to come up before going ahead anyway.
@@ -100,7 +92,9 @@ class Member:
 
 
 class SfuRoom:
-    def __init__(self, key: str, send: SendEvent, ice_servers: list | None = None):
+    def __init__(self, key: str, send: SendEvent, ice_servers: list[dict] | None = None):
+        """`ice_servers`: the worker's own RTCIceServer dicts (signaling.ice.server_ice_servers),
+        used for every connection of the room."""
         self.key = key
         self.send = send
         self.ice_servers = ice_servers

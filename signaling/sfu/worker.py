@@ -15,8 +15,12 @@ import asyncio
 import contextlib
 import logging
 import secrets
+import time
 
 from aiortc.sdp import candidate_from_sdp
+from django.conf import settings
+
+from signaling.ice import server_ice_servers
 
 from . import hooks
 from .directory import WORKER_HEARTBEAT, worker_directory
@@ -39,6 +43,16 @@ class SfuWorker:
         self.rooms: dict[str, SfuRoom] = {}
         self.members: dict[str, tuple[str, str]] = {}  # member id -> (room key, reply channel)
         self.tasks: list[asyncio.Task] = []
+        self._ice: tuple[float, list[dict]] | None = None  # (renew after, servers)
+
+    def ice_servers(self) -> list[dict]:
+        """The worker's own ICE servers for a new room: TURN credentials are minted for the
+        worker (`sfu-worker-<id>`), again once half their lifetime has passed."""
+        now = time.time()
+        if self._ice is None or now >= self._ice[0]:
+            self._ice = (now + settings.TURN_TTL_SECONDS / 2,
+                         server_ice_servers(f"sfu-worker-{self.id}"))
+        return self._ice[1]
 
     def start(self) -> None:
         self.tasks = [asyncio.create_task(self._serve()), asyncio.create_task(self._beat())]
@@ -84,7 +98,7 @@ class SfuWorker:
             room = self.rooms.get(room_key)
             if room is None:
                 room = self.rooms[room_key] = SfuRoom(room_key, self._member_event,
-                                                      message.get("ice_servers"))
+                                                      self.ice_servers())
             self.members[member_id] = (room_key, message["reply"])
             await room.join(member_id, message["name"], message.get("speaker", ""))
             await self._send(message["reply"], {"type": "joined", "worker": self.id})

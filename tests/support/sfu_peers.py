@@ -12,7 +12,8 @@ from aiortc import AudioStreamTrack, RTCSessionDescription, VideoStreamTrack
 from aiortc.mediastreams import MediaStreamError
 from av import AudioFrame, VideoFrame
 
-from signaling.sfu.room import SfuRoom, peer_connection
+from signaling.ice import peer_connection
+from signaling.sfu.room import SfuRoom
 
 
 class SmallCamera(VideoStreamTrack):
@@ -37,13 +38,16 @@ class SmallCamera(VideoStreamTrack):
 class Participant:
     """One aiortc participant talking to an SfuRoom through an event queue (like a socket)."""
 
-    def __init__(self, room: SfuRoom, member_id: str, name: str):
+    def __init__(self, room: SfuRoom, member_id: str, name: str,
+                 ice_servers: list[dict] | None = None):
         self.room = room
         self.id = member_id
         self.name = name
-        self.publish_pc = peer_connection()
-        self.subscribe_pc = peer_connection()
+        self.ice_servers = ice_servers
+        self.publish_pc = peer_connection(ice_servers)
+        self.subscribe_pc = peer_connection(ice_servers)
         self.events: asyncio.Queue[dict] = asyncio.Queue()
+        self.received: list[dict] = []  # every event handled, in order
         self.participants: list[dict] = []
         self.frames: dict[str, int] = defaultdict(int)  # mid -> frames decoded
         self.sizes: dict[str, tuple[int, int]] = {}  # mid -> last video frame size
@@ -68,6 +72,7 @@ class Participant:
     async def _handle_events(self) -> None:
         while True:
             event = await self.events.get()
+            self.received.append(event)
             if event["type"] == "subscribe-offer":
                 pc = self.subscribe_pc
                 await pc.setRemoteDescription(RTCSessionDescription(event["sdp"], "offer"))
@@ -143,7 +148,7 @@ class SpeechMicrophone(AudioStreamTrack):
         return speech
 
 
-def room_with_router(key: str = "test") -> tuple[SfuRoom, dict[str, Participant]]:
+def room_with_router(key: str = "test", **options) -> tuple[SfuRoom, dict[str, Participant]]:
     """An SfuRoom whose events reach the test participants registered in the dict."""
     participants: dict[str, Participant] = {}
 
@@ -152,7 +157,7 @@ def room_with_router(key: str = "test") -> tuple[SfuRoom, dict[str, Participant]
         if participant is not None:
             await participant.deliver(event)
 
-    return SfuRoom(key, send), participants
+    return SfuRoom(key, send, **options), participants
 
 
 
