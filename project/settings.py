@@ -295,6 +295,9 @@ TURN_TTL_SECONDS = int(env_number("TURN_TTL_SECONDS", 6 * 3600))
 SFU_ICE_SERVERS = json.loads(os.environ.get("SFU_ICE_SERVERS") or "null")
 if SFU_ICE_SERVERS is None:
     SFU_ICE_SERVERS = ICE_SERVERS
+# Members per group call (docs/sfu.md, Limits): each one adds a publish and a subscribe
+# connection and forwards to every other, so a room costs O(members^2) forwarded tracks.
+SFU_MAX_MEMBERS = int(env_number("SFU_MAX_MEMBERS", 16))
 
 # Live transcription (docs/transcription.md). With OPENAI_API_KEY set the OpenAI Realtime API
 # transcribes (through the official SDK, at OPENAI_BASE_URL / OPENAI_WS_BASE_URL, which tests

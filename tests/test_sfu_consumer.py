@@ -63,6 +63,7 @@ async def test_join_reaches_the_in_process_worker():
 BAD = [
     ({"type": "publish", "sdp": SDP}, protocol.NOT_JOINED),
     ({"type": "mute", "audio": True, "video": False}, protocol.NOT_JOINED),
+    ({"type": "resubscribe"}, protocol.NOT_JOINED),
     ({"type": "publish"}, room_protocol.MISSING_FIELD),
     ({"type": "publish", "sdp": "nonsense"}, room_protocol.INVALID_FIELD),
     ({"type": "subscribe-answer", "sdp": 3}, room_protocol.INVALID_FIELD),
@@ -85,4 +86,45 @@ async def test_every_bad_message_gets_an_error_and_the_socket_stays_open():
     assert (await receive_type(ann, "error"))["code"] == room_protocol.BINARY_NOT_SUPPORTED
     await ann.send_json_to({"type": "join"})
     assert (await receive_type(ann, "joined", timeout=10))["type"] == "joined"
+    await ann.disconnect()
+
+
+async def failure(communicator) -> tuple[str, str]:
+    error = await receive_type(communicator, "error", timeout=10)
+    return error["code"], error.get("command")
+
+
+async def test_every_failed_command_reaches_its_member(monkeypatch):
+    """Not only `join`: each command the worker fails is answered on the member's socket
+    with a code and the command it answers (they were only logged)."""
+    from signaling.sfu.room import SfuRoom
+
+    async def broken(*args, **kwargs):
+        raise RuntimeError("broken on purpose")
+
+    room = await make_room()
+    ann, _ = await connected(room.slug, await guest_session_key(room, "Ann"), kind="sfu")
+    await ann.send_json_to({"type": "join"})
+    await receive_type(ann, "joined", timeout=10)
+    bomb = SDP + "m=audio 9 UDP/TLS/RTP/SAVPF 111\r\n" * 1500
+    await ann.send_json_to({"type": "publish", "sdp": bomb})
+    assert await failure(ann) == (protocol.TOO_MANY_TRACKS, "publish")
+    await ann.send_json_to({"type": "publish", "sdp": SDP})  # no ICE credentials
+    assert await failure(ann) == (protocol.PUBLISH_FAILED, "publish")
+    await ann.send_json_to({"type": "candidate", "target": "publish", "candidate": {
+        "candidate": "candidate:garbage", "sdpMid": "0", "sdpMLineIndex": 0}})
+    assert await failure(ann) == (protocol.SFU_FAILED, "candidate")
+    await ann.send_json_to({"type": "subscribe-answer", "sdp": SDP})
+    assert await failure(ann) == (protocol.ANSWER_FAILED, "subscribe-answer")
+    assert (await receive_type(ann, "subscribe-lost", timeout=10))["type"] == "subscribe-lost"
+    await ann.send_json_to({"type": "subscribe-answer", "sdp": SDP})
+    assert await failure(ann) == (protocol.SUBSCRIBE_LOST, "subscribe-answer")
+    await ann.send_json_to({"type": "resubscribe"})
+    assert (await receive_type(ann, "subscribe-offer", timeout=10))["sdp"].startswith("v=0")
+    monkeypatch.setattr(SfuRoom, "set_muted", broken)
+    monkeypatch.setattr(SfuRoom, "set_captions", broken)
+    await ann.send_json_to({"type": "mute", "audio": True, "video": False})
+    assert await failure(ann) == (protocol.SFU_FAILED, "mute")
+    await ann.send_json_to({"type": "captions", "on": True})
+    assert await failure(ann) == (protocol.SFU_FAILED, "captions")
     await ann.disconnect()

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import time
 
 import pytest
 
@@ -190,3 +191,82 @@ async def test_a_call_works_with_ice_servers_configured(settings, servers):
         await people[0].wait_for(lambda: people[0].receiving_from("m1", frames=5))
     finally:
         await close_all(room, people)
+
+
+async def test_a_dead_subscribe_connection_never_breaks_the_room():
+    """A member whose subscribe connection dies (closed here, as ICE consent expiry fails
+    it) is told and stays in the call; a newcomer's tracks still reach every live member,
+    and the member who lost it resubscribes and receives everyone again."""
+    room, directory, people = await call_of(3)
+    lost = people[1]
+    try:
+        for person in people:
+            others = [p.id for p in people if p is not person]
+            await person.wait_for(lambda p=person, o=others: all(
+                p.receiving_from(other, frames=5) for other in o))
+        await room.members[lost.id].subscribe_pc.close()
+        await lost.wait_for(
+            lambda: any(e["type"] == "subscribe-lost" for e in lost.received))
+        assert lost.id in room.members and room.members[lost.id].subscriptions == {}
+        late = await add_person(room, directory, "late")
+        people.append(late)
+        for person in (people[0], people[2]):
+            await person.wait_for(lambda p=person: p.receiving_from("late", frames=5))
+        await late.wait_for(lambda: all(late.receiving_from(o, frames=5)
+                                        for o in ("m0", "m1", "m2")))
+        await lost.resubscribe()
+        await lost.wait_for(lambda: all(lost.receiving_from(o, frames=5)
+                                        for o in ("m0", "m2", "late")))
+    finally:
+        await close_all(room, people)
+
+
+async def test_a_failed_subscribe_answer_never_leaves_an_offer_pending():
+    """Ann's first answer fails while a newer offer is due (Bob published meanwhile): she is
+    told (`answer_failed`, `subscribe-lost`), resubscribes and gets Bob, instead of waiting
+    for new tracks forever behind an offer nobody will answer."""
+    from tests.support.sfu_peers import poll
+
+    room, directory = room_with_router()
+    ann, bob = Participant(room, "ann", "Ann"), Participant(room, "bob", "Bob")
+    directory.update({ann.id: ann, bob.id: bob})
+    ann.answer_gate = asyncio.Event()
+    try:
+        await ann.join()  # her first subscribe offer waits at the gate
+        await bob.join()
+        await poll(lambda: room.members["ann"].renegotiate, what="a renegotiation due")
+        ann.corrupt_answers = 1
+        ann.answer_gate.set()
+        await ann.wait_for(lambda: any(e["type"] == "subscribe-lost" for e in ann.received))
+        assert [getattr(e, "code", None) for e in ann.errors] == ["answer_failed"]
+        assert not room.members["ann"].negotiating
+        await ann.resubscribe()
+        await ann.wait_for(lambda: ann.receiving_from("bob", frames=5))
+        await bob.wait_for(lambda: bob.receiving_from("ann", frames=5))
+    finally:
+        await ann.close()
+        await bob.close()
+        await room.close()
+
+
+async def test_closing_a_room_cancels_every_task_it_started():
+    """Background work (renegotiations, broadcasts, throttled keyframe requests) belongs to
+    the room or its publications, not to a process-wide set: closing the room ends it."""
+    room, _, people = await call_of(2)
+    try:
+        await people[1].wait_for(lambda: people[1].receiving_from("m0", frames=5))
+        publication = room.members["m0"].publications["video"]
+        publication._last_pli = time.monotonic() + 3600  # the next PLI waits out the throttle
+        publication.request_keyframe()
+        publication.request_keyframe()  # throttled: no second task
+        pli = publication._pli_task
+        assert pli is not None and not pli.done()
+        room.spawn(asyncio.Event().wait(), name="probe")  # e.g. a renegotiation left waiting
+        background = set(room.tasks)
+        assert background
+    finally:
+        await close_all(room, people)
+    assert room.tasks == set() and all(task.done() for task in background)
+    assert pli.cancelled()
+    room.spawn(asyncio.Event().wait(), name="late")  # nothing starts after close
+    assert room.tasks == set()

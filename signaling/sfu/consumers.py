@@ -64,6 +64,8 @@ class SfuConsumer(RoomSocket):
             await self._to_worker("sfu.mute", audio=message.audio, video=message.video)
         elif isinstance(message, protocol.Captions):
             await self._to_worker("sfu.captions", on=message.on)
+        elif isinstance(message, protocol.Resubscribe):
+            await self._to_worker("sfu.resubscribe")
         else:
             await self._to_worker("sfu.leave")
             self._stop_watching()

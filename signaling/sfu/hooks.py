@@ -15,7 +15,6 @@ tests/test_sfu_hooks.py fails loudly when an aiortc upgrade moves any of this.
 
 from __future__ import annotations
 
-import asyncio
 import logging
 import queue
 from collections.abc import Callable
@@ -158,13 +157,3 @@ def on_keyframe_request(sender: RTCRtpSender, callback: Callable[[], None]) -> N
     sender of pre-encoded packets: the request must travel to the publisher instead.
     """
     sender._send_keyframe = callback
-
-
-def run_soon(coro) -> None:
-    """Fire-and-forget a coroutine on the running loop, keeping a reference until done."""
-    task = asyncio.ensure_future(coro)
-    _pending.add(task)
-    task.add_done_callback(_pending.discard)
-
-
-_pending: set[asyncio.Future] = set()

@@ -97,7 +97,7 @@ class Publication:
         # Extra consumers of encoded frames (e.g. live captions), called for every frame.
         self.listeners: list[Callable[[RTCRtpCodecParameters, JitterFrame], None]] = []
         self._last_pli = 0.0
-        self._pli_pending = False
+        self._pli_task: asyncio.Task | None = None  # the throttled PLI waiting to go out
         self.tap = hooks.tap_receiver(receiver, self.on_frame)
 
     def on_frame(self, codec: RTCRtpCodecParameters, frame: JitterFrame) -> None:
@@ -127,16 +127,17 @@ class Publication:
 
     def request_keyframe(self) -> None:
         """Ask the publisher for a keyframe, at most once per PLI_MIN_INTERVAL."""
-        if self.kind != "video" or self._pli_pending:
+        if self.kind != "video" or self._pli_task is not None:
             return
         wait = self._last_pli + PLI_MIN_INTERVAL - time.monotonic()
-        self._pli_pending = True
-        hooks.run_soon(self._send_pli(max(0.0, wait)))
+        # The publication owns this task: `close` cancels it.
+        self._pli_task = asyncio.get_running_loop().create_task(
+            self._send_pli(max(0.0, wait)), name=f"pli.{self.owner}")
 
     async def _send_pli(self, delay: float) -> None:
         if delay:
             await asyncio.sleep(delay)
-        self._pli_pending = False
+        self._pli_task = None
         self._last_pli = time.monotonic()
         with contextlib.suppress(ConnectionError, OSError):  # the publisher went away
             await hooks.send_pli(self.receiver)
@@ -152,5 +153,8 @@ class Publication:
         self.tap.decode = False
 
     def close(self) -> None:
+        if self._pli_task is not None:
+            self._pli_task.cancel()
+            self._pli_task = None
         for track in list(self.tracks):
             self.unsubscribe(track)

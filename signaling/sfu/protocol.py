@@ -7,11 +7,20 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from rooms.protocol import INVALID_FIELD, MISSING_FIELD, UNKNOWN_TYPE, ProtocolError
+from signaling.protocol import SDP_TOO_LARGE as SDP_TOO_LARGE  # the worker refuses with it too
 from signaling.protocol import check_candidate, check_sdp
 
 NOT_JOINED = "not_joined"
 ALREADY_JOINED = "already_joined"
 WORKER_UNAVAILABLE = "worker_unavailable"
+# Sent by the worker, each with `command` (the client message it answers; docs/protocol.md).
+SFU_FAILED = "sfu_failed"  # the worker failed a command unexpectedly
+CALL_FULL = "call_full"  # join: the call has SFU_MAX_MEMBERS members
+CALL_BUSY = "call_busy"  # the call's command queue is full: send the command again later
+TOO_MANY_TRACKS = "too_many_tracks"  # publish: more media sections than a member may publish
+PUBLISH_FAILED = "publish_failed"  # publish: not applied; publish again on a fresh connection
+ANSWER_FAILED = "answer_failed"  # subscribe-answer: not applied; subscribe-lost follows
+SUBSCRIBE_LOST = "subscribe_lost"  # subscribe-answer with no subscribe connection: resubscribe
 TARGETS = ("publish", "subscribe")
 
 
@@ -52,7 +61,12 @@ class Captions:
     on: bool
 
 
-SfuMessage = Join | Publish | SubscribeAnswer | Candidate | Mute | Leave | Captions
+@dataclass(frozen=True)
+class Resubscribe:
+    pass
+
+
+SfuMessage = Join | Publish | SubscribeAnswer | Candidate | Mute | Leave | Captions | Resubscribe
 
 
 def parse_sfu_message(data: dict, *, max_sdp_chars: int) -> SfuMessage:
@@ -63,6 +77,8 @@ def parse_sfu_message(data: dict, *, max_sdp_chars: int) -> SfuMessage:
         return Join()
     if kind == "leave":
         return Leave()
+    if kind == "resubscribe":
+        return Resubscribe()
     if kind == "publish":
         return Publish(check_sdp(data, max_sdp_chars))
     if kind == "subscribe-answer":

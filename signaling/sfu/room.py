@@ -1,38 +1,54 @@
 """One group call inside an SFU worker: its members, their two peer connections each, and
 who receives what.
 
-Lifetimes: `SfuRoom.join` creates a member's publish connection (the browser offers on it)
-and subscribe connection (only the server offers on it: aiortc cannot roll back, so a single
-offerer avoids collisions); `SfuRoom.leave` closes both. A Publication lives as long as its
-publisher; each ForwardedTrack as long as its subscription. Subscribe-side changes are
-renegotiated one at a time per member.
+Lifetimes (one owner each):
+- the room creates a member's publish connection (the browser offers on it) and subscribe
+  connection (only the server offers on it: aiortc cannot roll back, so a single offerer
+  avoids collisions) on `join`, and closes both on `leave` or `close`;
+- a publish connection whose offer failed, or that failed or closed on its own, is closed by
+  the room and replaced by a fresh one (`publish-lost` / an error tells the member to publish
+  again); a subscribe connection that failed or closed is closed and the member told
+  (`subscribe-lost`) until it asks for a fresh one (`resubscribe`);
+- a Publication lives as long as its publish connection; each ForwardedTrack as long as its
+  subscription;
+- every background task the room starts (renegotiations, participant broadcasts, resets) is
+  the room's: `close` cancels them. Subscribe-side changes are renegotiated one at a time per
+  member.
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
-from collections.abc import Awaitable, Callable
+from collections import Counter
+from collections.abc import Awaitable, Callable, Coroutine
 from dataclasses import dataclass, field
 
 from aiortc import RTCPeerConnection, RTCRtpSender, RTCSessionDescription
 from aiortc.sdp import SessionDescription
 
-from signaling.ice import peer_connection
+from rooms.protocol import ProtocolError
+from signaling.ice import peer_connection as peer_connection  # re-exported for old imports
 
-from . import hooks
+from . import hooks, protocol
 from .media import ForwardedTrack, Publication
 
 log = logging.getLogger(__name__)
 
 # Codecs the SFU forwards: it never transcodes, so publishers and subscribers must agree.
 FORWARDED_CODECS = {"audio": ("audio/opus",), "video": ("video/VP8", "video/rtx")}
+# Media sections one member may publish (and so tracks per member): a microphone and a
+# camera. Each member has one publication per kind and `participants.mids` one mid per kind,
+# so a further section could only replace one of them; screen sharing will raise this
+# together with the protocol. Checked before anything is allocated for an offer.
+MAX_SECTIONS = {"audio": 1, "video": 1}
+# The socket already refuses larger SDP (SIGNAL_MAX_SDP_CHARS); the worker checks again, as
+# it cannot know every sender.
+MAX_OFFER_CHARS = 64 * 1024
+DEFAULT_MAX_MEMBERS = 16
 
 SendEvent = Callable[[str, dict], Awaitable[None]]
-
-
-__all__ = ["SfuRoom", "peer_connection"]  # peer_connection: signaling/ice.py's, re-exported
-
 
 # How long a renegotiation waits for the connection to come up before going ahead anyway.
 SETTLE_TIMEOUT = 10
@@ -70,6 +86,32 @@ def prefer_forwarded_codecs(transceiver) -> None:
     transceiver.setCodecPreferences(codecs)
 
 
+def limits_text() -> str:
+    return " and ".join(f"{n} {kind}" for kind, n in MAX_SECTIONS.items())
+
+
+def check_publish_offer(offer_sdp: str) -> SessionDescription:
+    """Refuse an offer the room will not take, before anything is allocated for it: too
+    large, more media sections than MAX_SECTIONS, or not parseable."""
+    if len(offer_sdp) > MAX_OFFER_CHARS:
+        raise ProtocolError(protocol.SDP_TOO_LARGE,
+                            f"sdp is limited to {MAX_OFFER_CHARS} characters.")
+    # Counted on the raw text first: parsing 1,900 sections is work the limit should spare.
+    sections = Counter(line[2:].split(" ", 1)[0] for line in offer_sdp.splitlines()
+                       if line.startswith("m="))
+    over = {kind: n for kind, n in sections.items() if n > MAX_SECTIONS.get(kind, 0)}
+    if over:
+        found = ", ".join(f"{n} {kind}" for kind, n in sorted(over.items()))
+        raise ProtocolError(protocol.TOO_MANY_TRACKS,
+                            f"A publish offer may carry at most {limits_text()} section(s); "
+                            f"this one has {found}.")
+    try:
+        return SessionDescription.parse(offer_sdp)
+    except Exception as error:  # aiortc's parser raises ValueError, IndexError, KeyError...
+        raise ProtocolError(protocol.PUBLISH_FAILED,
+                            f"The publish offer could not be read: {error!r}.") from error
+
+
 @dataclass(eq=False)
 class Subscription:
     track: ForwardedTrack
@@ -80,52 +122,60 @@ class Subscription:
 class Member:
     id: str
     name: str
-    publish_pc: RTCPeerConnection
-    subscribe_pc: RTCPeerConnection
+    publish_pc: RTCPeerConnection | None = None
+    subscribe_pc: RTCPeerConnection | None = None
     publications: dict[str, Publication] = field(default_factory=dict)  # kind -> publication
     subscriptions: dict[tuple[str, str], Subscription] = field(default_factory=dict)
     speaker_key: str = ""  # the participant key captions are stored under
     muted: dict[str, bool] = field(default_factory=lambda: {"audio": False, "video": False})
-    negotiating: bool = False
-    renegotiate: bool = False
-
+    negotiating: bool = False  # a subscribe offer is out, not yet answered
+    renegotiate: bool = False  # another one is needed once it is
 
 
 class SfuRoom:
-    def __init__(self, key: str, send: SendEvent, ice_servers: list[dict] | None = None):
+    def __init__(self, key: str, send: SendEvent, ice_servers: list[dict] | None = None,
+                 max_members: int = DEFAULT_MAX_MEMBERS):
         """`ice_servers`: the worker's own RTCIceServer dicts (signaling.ice.server_ice_servers),
         used for every connection of the room."""
         self.key = key
         self.send = send
         self.ice_servers = ice_servers
+        self.max_members = max_members
         self.members: dict[str, Member] = {}
         self.closed = False
         self.captions = None  # CallCaptions while captions are on
+        self.tasks: set[asyncio.Task] = set()
 
     @property
     def room_id(self) -> int:
         return int(self.key)
 
+    # --- tasks ----------------------------------------------------------------------------
+    def spawn(self, coroutine: Coroutine, *, name: str) -> None:
+        """Run `coroutine` as a task of this room: `close` cancels whatever is still running."""
+        if self.closed:
+            coroutine.close()
+            return
+        task = asyncio.get_running_loop().create_task(coroutine, name=f"sfu-room.{name}")
+        self.tasks.add(task)
+        task.add_done_callback(self._task_done)
+
+    def _task_done(self, task: asyncio.Task) -> None:
+        self.tasks.discard(task)
+        if not task.cancelled() and task.exception() is not None:
+            log.error("SFU room task %s failed", task.get_name(), exc_info=task.exception())
+
     # --- membership ----------------------------------------------------------------------
     async def join(self, member_id: str, name: str, speaker_key: str = "") -> Member:
         if member_id in self.members:
             await self.leave(member_id)
-        member = Member(member_id, name, peer_connection(self.ice_servers),
-                        peer_connection(self.ice_servers), speaker_key=speaker_key)
-        member.publish_pc.on("track", lambda track: self._on_published(member, track))
-        member.publish_pc.on(
-            "connectionstatechange", lambda: self._on_connection_state(member, "publish")
-        )
+        if len(self.members) >= self.max_members:
+            raise ProtocolError(protocol.CALL_FULL,
+                                f"This call is full ({self.max_members} members).")
+        member = Member(member_id, name, speaker_key=speaker_key)
+        member.publish_pc = self._publish_connection(member)
         self.members[member_id] = member
-        for other in self.members.values():
-            if other is not member:
-                for publication in other.publications.values():
-                    self._subscribe(member, publication)
-        # The subscribe connection always carries a data channel, so it can be negotiated
-        # before anyone publishes. Created after the transceivers: with MAX_BUNDLE, aiortc
-        # 1.16 never starts ICE when the data channel was created first (measured).
-        member.subscribe_pc.createDataChannel("sfu")
-        await self._negotiate(member)
+        await self._start_subscribe(member)
         await self.broadcast_participants()
         return member
 
@@ -135,70 +185,204 @@ class SfuRoom:
             return
         if self.captions is not None:
             await self.captions.stop(member_id)
-        for publication in member.publications.values():
-            publication.close()
-        changed = []
-        for other in self.members.values():
-            for kind in ("audio", "video"):
-                subscription = other.subscriptions.pop((member.id, kind), None)
-                if subscription is not None:
-                    subscription.transceiver.direction = "inactive"
-                    changed.append(other)
-        for other in dict.fromkeys(changed):
-            await self._negotiate(other)
-        await member.publish_pc.close()
-        await member.subscribe_pc.close()
+        self._withdraw(member, list(member.publications.values()))
+        self._drop_subscriptions(member)
+        await self._close_connections(member)
         await self.broadcast_participants()
 
     async def close(self) -> None:
-        """End the call: close every connection, with no renegotiation on the way."""
+        """End the call: close every connection and task, with no renegotiation on the way."""
         self.closed = True
+        current = asyncio.current_task()
+        tasks = [task for task in self.tasks if task is not current]
+        for task in tasks:
+            task.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)
         if self.captions is not None:
             await self.captions.stop_all()
         members, self.members = list(self.members.values()), {}
         for member in members:
             for publication in member.publications.values():
                 publication.close()
-            await member.publish_pc.close()
-            await member.subscribe_pc.close()
+            await self._close_connections(member)
+
+    @staticmethod
+    async def _close_connections(member: Member) -> None:
+        for pc in (member.publish_pc, member.subscribe_pc):
+            if pc is not None:
+                await pc.close()
 
     # --- publish side (the browser offers) ------------------------------------------------
+    def _publish_connection(self, member: Member) -> RTCPeerConnection:
+        pc = peer_connection(self.ice_servers)
+        pc.on("track", lambda track: self._on_published(member, pc, track))
+        pc.on("connectionstatechange", lambda: self._on_publish_state(member, pc))
+        return pc
+
     async def publish(self, member_id: str, offer_sdp: str) -> str:
+        """Apply a publish offer, answer it. A refused offer allocates nothing; an offer that
+        fails to apply costs the member its publish connection (aiortc's state after a failed
+        setRemoteDescription is not reusable): it is replaced by a fresh one, on which the
+        member publishes again."""
         member = self.members[member_id]
+        offer = check_publish_offer(offer_sdp)
         pc = member.publish_pc
-        if pc.remoteDescription is None:
+        mids = {t.mid for t in pc.getTransceivers()}
+        new = [m for m in offer.media if m.kind in FORWARDED_CODECS and m.rtp.muxId not in mids]
+        tracks = Counter(t.kind for t in pc.getTransceivers()) + Counter(m.kind for m in new)
+        if any(n > MAX_SECTIONS[kind] for kind, n in tracks.items()):
+            # A renegotiation bringing new sections: the connection would hold more tracks.
+            raise ProtocolError(protocol.TOO_MANY_TRACKS,
+                                f"A member may publish at most {limits_text()} track(s); "
+                                "publish again on a fresh connection.")
+        try:
             # aiortc settles a section's codecs while applying the offer, so the receiving
-            # transceivers (restricted to what we forward) must exist before it, one per
+            # transceivers (restricted to what we forward) must exist before it, one per new
             # audio/video section in the offer's order.
-            for media in SessionDescription.parse(offer_sdp).media:
-                if media.kind in FORWARDED_CODECS:
-                    prefer_forwarded_codecs(pc.addTransceiver(media.kind, direction="recvonly"))
-        await pc.setRemoteDescription(RTCSessionDescription(offer_sdp, "offer"))
-        await pc.setLocalDescription(await pc.createAnswer())
+            for media in new:
+                prefer_forwarded_codecs(pc.addTransceiver(media.kind, direction="recvonly"))
+            await pc.setRemoteDescription(RTCSessionDescription(offer_sdp, "offer"))
+            await pc.setLocalDescription(await pc.createAnswer())
+        except Exception as error:
+            log.info("publish offer of %s failed: %r", member_id, error)
+            await self._reset_publish(member, pc)
+            raise ProtocolError(
+                protocol.PUBLISH_FAILED,
+                f"The publish offer could not be applied ({error!r}); publish again on a "
+                "fresh connection.") from error
         return pc.localDescription.sdp
 
-    def _on_published(self, member: Member, track) -> None:
+    async def _reset_publish(self, member: Member, pc: RTCPeerConnection) -> None:
+        """Replace `pc` (failed, closed, or fed an offer it could not apply) with a fresh
+        publish connection, withdrawing whatever it published."""
+        if member.publish_pc is not pc:
+            return
+        member.publish_pc = self._publish_connection(member)
+        publications = list(member.publications.values())
+        member.publications.clear()
+        if self.captions is not None:
+            await self.captions.stop(member.id)
+        self._withdraw(member, publications)
+        await pc.close()
+        self.spawn(self.broadcast_participants(), name="participants")
+
+    def _on_published(self, member: Member, pc: RTCPeerConnection, track) -> None:
         """Called on the publish connection's "track" event, before media flows."""
-        transceiver = next(
-            t for t in member.publish_pc.getTransceivers() if t.receiver.track is track
-        )
+        if pc is not member.publish_pc or self.members.get(member.id) is not member:
+            return
+        transceiver = next(t for t in pc.getTransceivers() if t.receiver.track is track)
         old = member.publications.pop(track.kind, None)
         if old is not None:
-            old.close()
+            self._withdraw(member, [old])
         publication = Publication(member.id, track.kind, transceiver.receiver, transceiver.mid)
         member.publications[track.kind] = publication
         if track.kind == "audio" and self.captions is not None:
             self.captions.start(member.id, member.speaker_key, member.name, publication)
-        for other in self.members.values():
-            if other is not member:
-                self._subscribe(other, publication)
-                hooks.run_soon(self._negotiate(other))
-        hooks.run_soon(self.broadcast_participants())
+        for other in list(self.members.values()):
+            if other is not member and self._subscribe(other, publication):
+                self.spawn(self._renegotiate(other), name=f"negotiate.{other.id}")
+        self.spawn(self.broadcast_participants(), name="participants")
+
+    def _withdraw(self, owner: Member, publications: list[Publication]) -> None:
+        """Stop forwarding `publications`: their sections go `inactive` in everyone's
+        subscribe connection (aiortc has no removeTrack), renegotiated in the background."""
+        changed: dict[str, Member] = {}
+        for publication in publications:
+            for other in self.members.values():
+                key = (owner.id, publication.kind)
+                subscription = other.subscriptions.get(key)
+                if subscription is not None and subscription.track.publication is publication:
+                    del other.subscriptions[key]
+                    subscription.transceiver.direction = "inactive"
+                    changed[other.id] = other
+            publication.close()
+        for other in changed.values():
+            self.spawn(self._renegotiate(other), name=f"negotiate.{other.id}")
+
+    def _on_publish_state(self, member: Member, pc: RTCPeerConnection) -> None:
+        if pc.connectionState not in ("failed", "closed") or self.closed:
+            return
+        if pc is not member.publish_pc or self.members.get(member.id) is not member:
+            return
+        log.info("member %s publish connection %s; replacing it", member.id, pc.connectionState)
+        self.spawn(self._publish_lost(member, pc), name=f"publish-lost.{member.id}")
+
+    async def _publish_lost(self, member: Member, pc: RTCPeerConnection) -> None:
+        await self._reset_publish(member, pc)
+        await self.send(member.id, {
+            "type": "publish-lost",
+            "message": "Your publish connection failed; publish again on a fresh one.",
+        })
 
     # --- subscribe side (the server offers) -----------------------------------------------
-    def _subscribe(self, member: Member, publication: Publication) -> None:
+    async def _start_subscribe(self, member: Member) -> None:
+        """Give `member` a fresh subscribe connection carrying everyone's publications."""
+        pc = peer_connection(self.ice_servers)
+        pc.on("connectionstatechange", lambda: self._on_subscribe_state(member, pc))
+        member.subscribe_pc = pc
+        member.subscriptions = {}
+        member.negotiating = member.renegotiate = False
+        for other in self.members.values():
+            if other is not member:
+                for publication in other.publications.values():
+                    self._subscribe(member, publication)
+        # The subscribe connection always carries a data channel, so it can be negotiated
+        # before anyone publishes. Created after the transceivers: with MAX_BUNDLE, aiortc
+        # 1.16 never starts ICE when the data channel was created first (measured).
+        pc.createDataChannel("sfu")
+        await self._negotiate(member)
+
+    async def resubscribe(self, member_id: str) -> None:
+        """Replace the member's subscribe connection (after `subscribe-lost`, or whenever
+        the client lost its own): a fresh `subscribe-offer` follows."""
+        member = self.members[member_id]
+        old = member.subscribe_pc
+        self._drop_subscriptions(member)
+        member.subscribe_pc = None  # so closing the old one is not reported as a loss
+        if old is not None:
+            await old.close()
+        await self._start_subscribe(member)
+
+    def _drop_subscriptions(self, member: Member) -> None:
+        for subscription in member.subscriptions.values():
+            subscription.track.publication.unsubscribe(subscription.track)
+        member.subscriptions = {}
+        member.negotiating = member.renegotiate = False
+
+    def _on_subscribe_state(self, member: Member, pc: RTCPeerConnection) -> None:
+        if pc.connectionState not in ("failed", "closed") or self.closed:
+            return
+        if pc is not member.subscribe_pc or self.members.get(member.id) is not member:
+            return
+        self.spawn(self._subscribe_lost(member, pc), name=f"subscribe-lost.{member.id}")
+
+    async def _subscribe_lost(self, member: Member, pc: RTCPeerConnection) -> None:
+        """A dead subscribe connection (ICE consent expired, DTLS failed, closed): forward
+        nothing more to it, close it, and tell the member, who may `resubscribe`."""
+        if pc is not member.subscribe_pc or self.members.get(member.id) is not member:
+            return
+        log.info("member %s subscribe connection %s", member.id, pc.connectionState)
+        self._drop_subscriptions(member)
+        await pc.close()
+        await self.send(member.id, {
+            "type": "subscribe-lost",
+            "message": "Your subscribe connection failed; send 'resubscribe' for a new one.",
+        })
+        await self.send(member.id, self.participants_event(member))
+
+    def _subscribe(self, member: Member, publication: Publication) -> bool:
+        """Add a forwarded track of `publication` to member's subscribe connection; False
+        (and nothing added) when that connection is gone."""
+        pc = member.subscribe_pc
+        if pc is None or pc.signalingState == "closed" or pc.connectionState == "failed":
+            return False
         track = publication.subscribe()
-        transceiver = member.subscribe_pc.addTransceiver(track, direction="sendonly")
+        try:
+            transceiver = pc.addTransceiver(track, direction="sendonly")
+        except Exception:
+            log.exception("subscribing %s failed", member.id)
+            publication.unsubscribe(track)
+            return False
         # One stream id per participant, so browsers keep each person's audio and video in
         # sync (aiortc gives every track of a connection the same one).
         transceiver.sender._stream_id = f"parley-{publication.owner}"
@@ -207,6 +391,18 @@ class SfuRoom:
         member.subscriptions[(publication.owner, publication.kind)] = Subscription(
             track, transceiver
         )
+        return True
+
+    async def _renegotiate(self, member: Member) -> None:
+        """A background renegotiation: one that fails costs only this member its subscribe
+        connection (it is told and may resubscribe), never the others their update."""
+        pc = member.subscribe_pc
+        try:
+            await self._negotiate(member)
+        except Exception:
+            log.warning("renegotiating %s failed", member.id, exc_info=True)
+            if pc is not None:
+                await self._subscribe_lost(member, pc)
 
     async def _negotiate(self, member: Member) -> None:
         """Send the member a new subscribe offer, or mark that one is needed after the
@@ -215,21 +411,43 @@ class SfuRoom:
             member.renegotiate = True
             return
         pc = member.subscribe_pc
-        if self.members.get(member.id) is not member or pc.signalingState == "closed":
+        if (self.closed or self.members.get(member.id) is not member or pc is None
+                or pc.signalingState == "closed"):
             return
         member.negotiating = True
-        if pc.remoteDescription is not None:
-            await settled(pc)
-        member.renegotiate = False
-        await pc.setLocalDescription(await pc.createOffer())
+        try:
+            if pc.remoteDescription is not None:
+                await settled(pc)
+            if pc is not member.subscribe_pc:
+                return  # replaced meanwhile (resubscribe): the new one negotiates itself
+            member.renegotiate = False
+            await pc.setLocalDescription(await pc.createOffer())
+        except BaseException:
+            if pc is member.subscribe_pc:
+                member.negotiating = False
+            raise
         await self.send(member.id, self.participants_event(member))
         await self.send(member.id, {"type": "subscribe-offer", "sdp": pc.localDescription.sdp})
 
     async def subscribe_answer(self, member_id: str, answer_sdp: str) -> None:
+        """Apply the member's answer. A failed answer costs the member its subscribe
+        connection (`subscribe-lost`; it resubscribes): the client has applied its answer
+        and the server has not, a state neither side can renegotiate from (an aiortc client
+        then never starts the new receivers), and an offer never stays pending."""
         member = self.members[member_id]
-        await member.subscribe_pc.setRemoteDescription(
-            RTCSessionDescription(answer_sdp, "answer")
-        )
+        pc = member.subscribe_pc
+        if pc is None or pc.signalingState == "closed":
+            raise ProtocolError(protocol.SUBSCRIBE_LOST,
+                                "Your subscribe connection is gone; send 'resubscribe'.")
+        try:
+            await pc.setRemoteDescription(RTCSessionDescription(answer_sdp, "answer"))
+        except Exception as error:
+            log.info("subscribe answer of %s failed: %r", member_id, error)
+            await self._subscribe_lost(member, pc)
+            raise ProtocolError(
+                protocol.ANSWER_FAILED,
+                f"The subscribe answer could not be applied ({error!r}); the subscribe "
+                "connection was closed: send 'resubscribe'.") from error
         member.negotiating = False
         if member.renegotiate:
             await self._negotiate(member)
@@ -273,13 +491,8 @@ class SfuRoom:
 
     async def broadcast_participants(self) -> None:
         for member in list(self.members.values()):
-            await self.send(member.id, self.participants_event(member))
-
-    def _on_connection_state(self, member: Member, which: str) -> None:
-        state = member.publish_pc.connectionState
-        if state == "failed" and self.members.get(member.id) is member:
-            log.info("member %s publish connection failed; removing", member.id)
-            hooks.run_soon(self.leave(member.id))
+            with contextlib.suppress(Exception):  # one member's channel must not stop the rest
+                await self.send(member.id, self.participants_event(member))
 
     def stats(self) -> dict:
         return {
@@ -287,4 +500,3 @@ class SfuRoom:
             "publications": sum(len(m.publications) for m in self.members.values()),
             "forwarded_tracks": sum(len(m.subscriptions) for m in self.members.values()),
         }
-

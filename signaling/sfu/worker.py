@@ -5,8 +5,13 @@ channel `sfu.worker.<id>`, events go back to each member's socket channel. The s
 inside daphne (in-process mode, no Redis) and as `python manage.py sfu` (with Redis, several
 workers).
 
-Lifetimes: the worker owns its SfuRooms; a room is created by its first join and closed when
-its last member leaves; `stop()` closes them all.
+Lifetimes: the worker owns its SfuRooms and one task per room (its lane), which runs that
+room's commands one at a time in arrival order (a member's publish offer is applied before its
+candidates) while other rooms go on: a negotiation can wait seconds for a connection
+(room.SETTLE_TIMEOUT), and one room's wait must not delay another room's join. A lane and its
+room are created by the room's first command and end (the room closed) once the room is empty
+with nothing queued; `stop()` ends them all. Every command that fails is answered to its
+member with an `error` event naming the `command`.
 """
 
 from __future__ import annotations
@@ -20,13 +25,25 @@ import time
 from aiortc.sdp import candidate_from_sdp
 from django.conf import settings
 
+from rooms.protocol import ProtocolError
 from signaling.ice import server_ice_servers
 
-from . import hooks
+from . import hooks, protocol
 from .directory import WORKER_HEARTBEAT, worker_directory
-from .room import SfuRoom
+from .room import DEFAULT_MAX_MEMBERS, SfuRoom
 
 log = logging.getLogger(__name__)
+
+# The client message each worker command answers (the `command` of its errors).
+COMMANDS = {
+    "sfu.join": "join", "sfu.publish": "publish", "sfu.subscribe_answer": "subscribe-answer",
+    "sfu.candidate": "candidate", "sfu.mute": "mute", "sfu.captions": "captions",
+    "sfu.leave": "leave", "sfu.resubscribe": "resubscribe",
+}
+# Commands one room may have waiting: a call start is about 60 messages per member (join,
+# publish, answers, trickled candidates), so 16 members starting at once fit four times over.
+# Past it a command is refused (`call_busy`) rather than held without bound.
+ROOM_QUEUE_LIMIT = 4096
 
 
 def worker_channel(worker_id: str) -> str:
@@ -34,14 +51,22 @@ def worker_channel(worker_id: str) -> str:
 
 
 class SfuWorker:
-    def __init__(self, channel_layer, worker_id: str | None = None):
+    def __init__(self, channel_layer, worker_id: str | None = None, *,
+                 queue_limit: int = ROOM_QUEUE_LIMIT, max_members: int | None = None):
         hooks.check_aiortc()
         self.layer = channel_layer
         self.id = worker_id or secrets.token_hex(6)
         self.channel = worker_channel(self.id)
         self.directory = worker_directory()
+        self.queue_limit = queue_limit
+        self.max_members = max_members or getattr(settings, "SFU_MAX_MEMBERS",
+                                                  DEFAULT_MAX_MEMBERS)
         self.rooms: dict[str, SfuRoom] = {}
         self.members: dict[str, tuple[str, str]] = {}  # member id -> (room key, reply channel)
+        # Where to queue each member's commands, kept in arrival order (a leave then a join
+        # are both queued before the lane runs either): member id -> (room key, reply).
+        self.routes: dict[str, tuple[str, str]] = {}
+        self.lanes: dict[str, tuple[asyncio.Queue, asyncio.Task]] = {}  # room key -> lane
         self.tasks: list[asyncio.Task] = []
         self._ice: tuple[float, list[dict]] | None = None  # (renew after, servers)
 
@@ -58,16 +83,18 @@ class SfuWorker:
         self.tasks = [asyncio.create_task(self._serve()), asyncio.create_task(self._beat())]
 
     async def stop(self) -> None:
-        for task in self.tasks:
+        lanes = [task for _, task in self.lanes.values()]
+        for task in self.tasks + lanes:
             task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await task
+        await asyncio.gather(*self.tasks, *lanes, return_exceptions=True)
+        self.lanes.clear()
         with contextlib.suppress(Exception):
             await self.directory.forget(self.id)
         for room in list(self.rooms.values()):
             await room.close()
         self.rooms.clear()
         self.members.clear()
+        self.routes.clear()
 
     async def _beat(self) -> None:
         while True:
@@ -78,18 +105,69 @@ class SfuWorker:
             await asyncio.sleep(WORKER_HEARTBEAT)
 
     async def _serve(self) -> None:
-        # Commands are handled one at a time, in arrival order: a member's publish offer is
-        # always applied before its candidates.
         while True:
             message = await self.layer.receive(self.channel)
             try:
-                await self.handle(message)
-            except Exception as error:
-                log.exception("SFU command %s failed", message.get("type"))
-                reply = message.get("reply")
-                if reply:
-                    await self._send(reply, {"type": "error", "code": "sfu_failed",
-                                             "message": f"The call server failed: {error}"})
+                await self.dispatch(message)
+            except Exception:
+                log.exception("SFU command %s could not be queued", message.get("type"))
+
+    async def dispatch(self, message: dict) -> None:
+        """Queue a command on its room's lane (started by the room's first command)."""
+        kind, member_id = message["type"], message["member"]
+        if kind == "sfu.join":
+            self.routes[member_id] = (message["room"], message["reply"])
+        route = self.routes.get(member_id)
+        if route is None:
+            return  # a command for a member this worker does not know (it restarted)
+        if kind == "sfu.leave":
+            del self.routes[member_id]
+        room_key, reply = route
+        lane = self.lanes.get(room_key)
+        if lane is None:
+            queue: asyncio.Queue = asyncio.Queue(self.queue_limit)
+            task = asyncio.create_task(self._run_room(room_key, queue),
+                                       name=f"sfu-lane.{room_key}")
+            lane = self.lanes[room_key] = (queue, task)
+        try:
+            lane[0].put_nowait(message)
+        except asyncio.QueueFull:
+            await self._send(reply, {
+                "type": "error", "code": protocol.CALL_BUSY, "command": COMMANDS.get(kind, kind),
+                "message": "The call server is busy with this call; send it again shortly.",
+            })
+
+    async def _run_room(self, room_key: str, queue: asyncio.Queue) -> None:
+        """One room's lane: its commands one at a time; ends once the room is empty and
+        nothing is queued, closing the room."""
+        while True:
+            message = await queue.get()
+            await self._run(message)
+            room = self.rooms.get(room_key)
+            if queue.empty() and (room is None or not room.members):
+                del self.lanes[room_key]
+                if room is not None:
+                    del self.rooms[room_key]
+                    await room.close()
+                return
+
+    async def _run(self, message: dict) -> None:
+        """Handle one command; a failure reaches the member as an `error` event."""
+        kind, member_id = message["type"], message["member"]
+        command = COMMANDS.get(kind, kind)
+        reply = message.get("reply") or self.members.get(member_id, (None, None))[1]
+        try:
+            await self.handle(message)
+            return
+        except ProtocolError as refusal:
+            event = {**refusal.event(), "command": command}
+        except Exception as error:
+            log.exception("SFU command %s failed", kind)
+            event = {"type": "error", "code": protocol.SFU_FAILED, "command": command,
+                     "message": f"The call server failed: {error!r}"}
+        if reply:
+            with contextlib.suppress(Exception):
+                await self._send(reply, event)
 
     async def handle(self, message: dict) -> None:
         kind, member_id = message["type"], message["member"]
@@ -97,14 +175,21 @@ class SfuWorker:
             room_key = message["room"]
             room = self.rooms.get(room_key)
             if room is None:
-                room = self.rooms[room_key] = SfuRoom(room_key, self._member_event,
-                                                      self.ice_servers())
+                room = self.rooms[room_key] = SfuRoom(
+                    room_key, self._member_event, self.ice_servers(),
+                    max_members=self.max_members)
             self.members[member_id] = (room_key, message["reply"])
-            await room.join(member_id, message["name"], message.get("speaker", ""))
+            try:
+                await room.join(member_id, message["name"], message.get("speaker", ""))
+            except BaseException:
+                self.members.pop(member_id, None)
+                raise
             await self._send(message["reply"], {"type": "joined", "worker": self.id})
             return
         if member_id not in self.members:
-            return  # a command for a member this worker does not know (it restarted)
+            if kind != "sfu.leave":
+                raise ProtocolError(protocol.NOT_JOINED, "Not in this call; send 'join'.")
+            return
         room_key, reply = self.members[member_id]
         room = self.rooms[room_key]
         if kind == "sfu.publish":
@@ -118,18 +203,19 @@ class SfuWorker:
             await room.set_captions(message["on"])
         elif kind == "sfu.mute":
             await room.set_muted(member_id, message["audio"], message["video"])
+        elif kind == "sfu.resubscribe":
+            await room.resubscribe(member_id)
         elif kind == "sfu.leave":
             del self.members[member_id]
             await room.leave(member_id)
-            if not room.members:
-                await room.close()
-                del self.rooms[room_key]
 
     async def _add_candidate(self, room: SfuRoom, member_id: str, target: str, init: dict):
         member = room.members.get(member_id)
         if member is None or not init["candidate"]:
             return  # end-of-candidates: aiortc needs no marker
         pc = member.publish_pc if target == "publish" else member.subscribe_pc
+        if pc is None or pc.signalingState == "closed":
+            return  # for a connection already replaced: nothing to add it to
         line = init["candidate"].removeprefix("a=").removeprefix("candidate:")
         candidate = candidate_from_sdp(line)
         candidate.sdpMid = init["sdpMid"]

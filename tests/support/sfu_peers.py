@@ -48,6 +48,9 @@ class Participant:
         self.subscribe_pc = peer_connection(ice_servers)
         self.events: asyncio.Queue[dict] = asyncio.Queue()
         self.received: list[dict] = []  # every event handled, in order
+        self.errors: list[Exception] = []  # what the room raised for our answers
+        self.answer_gate: asyncio.Event | None = None  # set: answer subscribe offers
+        self.corrupt_answers = 0  # this many next answers lose their ICE password
         self.participants: list[dict] = []
         self.frames: dict[str, int] = defaultdict(int)  # mid -> frames decoded
         self.sizes: dict[str, tuple[int, int]] = {}  # mid -> last video frame size
@@ -57,14 +60,33 @@ class Participant:
         self.subscribe_pc.on("track", self._on_track)
 
     async def join(self, camera: VideoStreamTrack | None = None, microphone=None,
-                   speaker_key: str = "") -> None:
+                   speaker_key: str = "", publish: bool = True) -> None:
         self.tasks.append(asyncio.create_task(self._handle_events()))
         await self.room.join(self.id, self.name, speaker_key)
+        if publish:
+            await self.publish(camera, microphone)
+
+    async def publish(self, camera: VideoStreamTrack | None = None, microphone=None,
+                      edit=None) -> None:
+        """Offer camera and microphone; `edit(sdp)` may spoil the offer. A retry publishes
+        on a fresh connection, as the protocol asks after a refused offer."""
+        if self.publish_pc.localDescription is not None:
+            await self.publish_pc.close()
+            self.publish_pc = peer_connection(self.ice_servers)
         self.publish_pc.addTrack(microphone or AudioStreamTrack())
         self.publish_pc.addTrack(camera or SmallCamera())
         await self.publish_pc.setLocalDescription(await self.publish_pc.createOffer())
-        answer = await self.room.publish(self.id, self.publish_pc.localDescription.sdp)
+        offer = self.publish_pc.localDescription.sdp
+        answer = await self.room.publish(self.id, edit(offer) if edit else offer)
         await self.publish_pc.setRemoteDescription(RTCSessionDescription(answer, "answer"))
+
+    async def resubscribe(self) -> None:
+        """A fresh subscribe connection (after `subscribe-lost`)."""
+        await self.subscribe_pc.close()
+        self.frames.clear()
+        self.subscribe_pc = peer_connection(self.ice_servers)
+        self.subscribe_pc.on("track", self._on_track)
+        await self.room.resubscribe(self.id)
 
     async def deliver(self, event: dict) -> None:
         await self.events.put(event)
@@ -74,10 +96,19 @@ class Participant:
             event = await self.events.get()
             self.received.append(event)
             if event["type"] == "subscribe-offer":
+                if self.answer_gate is not None:
+                    await self.answer_gate.wait()
                 pc = self.subscribe_pc
                 await pc.setRemoteDescription(RTCSessionDescription(event["sdp"], "offer"))
                 await pc.setLocalDescription(await pc.createAnswer())
-                await self.room.subscribe_answer(self.id, pc.localDescription.sdp)
+                answer = pc.localDescription.sdp
+                if self.corrupt_answers:
+                    self.corrupt_answers -= 1
+                    answer = without_ice_password(answer)
+                try:
+                    await self.room.subscribe_answer(self.id, answer)
+                except Exception as error:
+                    self.errors.append(error)
             elif event["type"] == "participants":
                 self.participants = event["participants"]
             await self._notify()
@@ -127,6 +158,21 @@ class Participant:
                 await task
         await self.publish_pc.close()
         await self.subscribe_pc.close()
+
+
+def without_ice_password(sdp: str) -> str:
+    """`sdp` made unusable in a way aiortc notices only while applying it."""
+    return "".join(line for line in sdp.splitlines(keepends=True)
+                   if not line.startswith("a=ice-pwd:"))
+
+
+async def poll(check, *, timeout: float = 20, what: str = "condition") -> None:
+    """Poll `check()` on the event loop until true; fail after `timeout` seconds."""
+    deadline = asyncio.get_running_loop().time() + timeout
+    while not check():
+        if asyncio.get_running_loop().time() > deadline:
+            raise AssertionError(f"timed out waiting for {what}")
+        await asyncio.sleep(0.02)
 
 
 class SpeechMicrophone(AudioStreamTrack):
@@ -206,6 +252,9 @@ class SocketParticipant:
         self.subscribe_pc.on("track", self._on_track)
         self.joins += 1
         await self.send(type="join")
+        await self._publish()
+
+    async def _publish(self) -> None:
         self.publish_pc.addTrack(AudioStreamTrack())
         self.publish_pc.addTrack(SmallCamera())
         await self.publish_pc.setLocalDescription(await self.publish_pc.createOffer())
@@ -236,6 +285,16 @@ class SocketParticipant:
             elif kind == "worker-lost":
                 self.member = event["member"]
                 await self.join()
+            elif kind == "subscribe-lost":  # a fresh subscribe connection, same call
+                await self.subscribe_pc.close()
+                self.frames.clear()
+                self.subscribe_pc = peer_connection()
+                self.subscribe_pc.on("track", self._on_track)
+                await self.send(type="resubscribe")
+            elif kind == "publish-lost":  # publish again, on a fresh connection
+                await self.publish_pc.close()
+                self.publish_pc = peer_connection()
+                await self._publish()
             await self._notify()
 
     def _on_track(self, track) -> None:
