@@ -38,6 +38,7 @@ bench: test-system-deps install-dev
 	$(BIN)/python bench/sfu_forwarding.py
 	$(BIN)/python bench/transcription.py
 	$(BIN)/python bench/transcription.py --engine openai
+	$(BIN)/python bench/hardening.py
 
 install: $(VENV)/.installed
 
