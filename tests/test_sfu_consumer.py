@@ -128,3 +128,22 @@ async def test_every_failed_command_reaches_its_member(monkeypatch):
     await ann.send_json_to({"type": "captions", "on": True})
     assert await failure(ann) == (protocol.SFU_FAILED, "captions")
     await ann.disconnect()
+
+
+async def test_a_full_call_refuses_a_join_that_may_be_tried_again(settings):
+    settings.SFU_MAX_MEMBERS = 1
+    room = await make_room()
+    ann, _ = await connected(room.slug, await guest_session_key(room, "Ann"), kind="sfu")
+    bob, _ = await connected(room.slug, await guest_session_key(room, "Bob"), kind="sfu")
+    await ann.send_json_to({"type": "join"})
+    await receive_type(ann, "joined", timeout=10)
+    await bob.send_json_to({"type": "join"})
+    assert await failure(bob) == (protocol.CALL_FULL, "join")
+    await ann.send_json_to({"type": "leave"})
+    await receive_type(ann, "left")
+    await bob.send_json_to({"type": "join"})  # not `already_joined`: the refusal left him out
+    participants = await receive_type(bob, "participants", timeout=10)
+    assert [p["name"] for p in participants["participants"]] == ["Bob"]
+    assert (await receive_type(bob, "joined", timeout=10))["worker"] == "local"
+    await ann.disconnect()
+    await bob.disconnect()

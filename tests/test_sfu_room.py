@@ -270,3 +270,24 @@ async def test_closing_a_room_cancels_every_task_it_started():
     assert pli.cancelled()
     room.spawn(asyncio.Event().wait(), name="late")  # nothing starts after close
     assert room.tasks == set()
+
+
+async def test_a_dead_publish_connection_is_replaced_and_the_member_publishes_again():
+    """The member stays in the call, is told (`publish-lost`), and others get the tracks of
+    the member's fresh publish connection."""
+    room, _, people = await call_of(2)
+    ann, bob = people
+    try:
+        await bob.wait_for(lambda: bob.receiving_from(ann.id, frames=5))
+        old_mids = bob.mids_of(ann.id)
+        dead = room.members[ann.id].publish_pc
+        await dead.close()
+        await ann.wait_for(lambda: any(e["type"] == "publish-lost" for e in ann.received))
+        member = room.members[ann.id]
+        assert member.publish_pc is not dead and member.publications == {}
+        await bob.wait_for(lambda: bob.mids_of(ann.id) == {})
+        await ann.publish()
+        await bob.wait_for(lambda: bob.receiving_from(ann.id, frames=5))
+        assert set(bob.mids_of(ann.id).values()).isdisjoint(old_mids.values())
+    finally:
+        await close_all(room, people)

@@ -116,5 +116,10 @@ class SfuConsumer(RoomSocket):
                 return
 
     async def sfu_event(self, message: dict) -> None:
-        """Called for each event the worker sends to this member."""
-        await self.send_json(message["event"])
+        """Called for each event the worker sends to this member. A refused or failed join
+        (`call_full`, `call_busy`, `sfu_failed`) leaves the socket out of the call, so the
+        client may send `join` again."""
+        event = message["event"]
+        if event.get("type") == "error" and event.get("command") == "join":
+            self._stop_watching()
+        await self.send_json(event)
