@@ -147,3 +147,20 @@ async def test_a_full_call_refuses_a_join_that_may_be_tried_again(settings):
     assert (await receive_type(bob, "joined", timeout=10))["worker"] == "local"
     await ann.disconnect()
     await bob.disconnect()
+
+
+async def test_a_join_is_answered_with_ice_and_turn_servers_configured(settings):
+    """The worker's rooms get RTCIceServer objects (plain dicts failed every join) and the
+    worker's own TURN credentials; a STUN server that does not answer costs no join."""
+    from tests.support.servers import free_port
+
+    dead = f"127.0.0.1:{free_port()}"
+    settings.ICE_SERVERS = settings.SFU_ICE_SERVERS = [{"urls": f"stun:{dead}"}]
+    settings.TURN_SECRET, settings.TURN_URLS = "s3cret", [f"turn:{dead}"]
+    room = await make_room()
+    ann, hello = await connected(room.slug, await guest_session_key(room, "Ann"), kind="sfu")
+    assert hello["ice_servers"][-1]["username"].endswith(f":{hello['you']['id']}")
+    await ann.send_json_to({"type": "join"})
+    assert (await receive_type(ann, "subscribe-offer", timeout=20))["sdp"].startswith("v=0")
+    assert (await receive_type(ann, "joined", timeout=20))["worker"] == "local"
+    await ann.disconnect()

@@ -213,13 +213,15 @@ class SfuWorker:
         member = room.members.get(member_id)
         if member is None or not init["candidate"]:
             return  # end-of-candidates: aiortc needs no marker
-        pc = member.publish_pc if target == "publish" else member.subscribe_pc
-        if pc is None or pc.signalingState == "closed":
-            return  # for a connection already replaced: nothing to add it to
         line = init["candidate"].removeprefix("a=").removeprefix("candidate:")
         candidate = candidate_from_sdp(line)
         candidate.sdpMid = init["sdpMid"]
         candidate.sdpMLineIndex = init["sdpMLineIndex"]
+        pc = member.publish_pc if target == "publish" else member.subscribe_pc
+        if pc is None or pc.signalingState == "closed" or pc.remoteDescription is None:
+            # For a connection already replaced (a publish offer always precedes its own
+            # candidates, so a fresh connection only gets the old one's): nothing to add to.
+            return
         await pc.addIceCandidate(candidate)
 
     async def _member_event(self, member_id: str, event: dict) -> None:
