@@ -3,7 +3,7 @@
 // and one subscribe connection (the server offers), both closed on leave, on worker-lost and
 // before every rejoin. Remote tracks are tied to people by transceiver mid, from the
 // server's `participants` message.
-import { sfuSocket } from "./sfu-protocol.js";
+import { SfuError, SfuEvent, sfuSocket } from "./sfu-protocol.js";
 import { RoomClient } from "./rooms-protocol.js";
 import { CaptionBoard } from "./captions.js";
 
@@ -30,6 +30,7 @@ const call = {
   participants: [],
   muted: { audio: false, video: false },
   captions: false,
+  republished: false,
 };
 window.parleyGroup = call; // for debugging and browser tests
 
@@ -71,11 +72,35 @@ async function onEvent(event) {
       setStatus("reconnecting", "The call server restarted; rejoining…");
       if (call.wantJoined) await join();
       return;
+    case SfuEvent.SUBSCRIBE_LOST:
+      if (call.subscribePc) {
+        call.subscribePc.close();
+        call.tracksByMid.clear();
+        newSubscribeConnection();
+        client.send({ type: "resubscribe" });
+      }
+      return;
+    case SfuEvent.PUBLISH_LOST:
+      if (call.publishPc) await publish();
+      return;
     case "error":
-      console.warn("group call error", event.code, event.message);
-      if (event.code === "worker_unavailable") {
-        setStatus("unavailable", "The call server is unreachable; retrying…");
+      console.warn("group call error", event.code, event.command, event.message);
+      if (event.code === SfuError.WORKER_UNAVAILABLE || event.code === SfuError.CALL_BUSY
+          || (event.code === SfuError.SFU_FAILED && event.command === "join")) {
+        closeConnections();
+        setStatus("unavailable", event.code === SfuError.WORKER_UNAVAILABLE
+          ? "The call server is unreachable; retrying…" : "The call server failed; retrying…");
         setTimeout(() => { if (call.wantJoined && call.state === "unavailable") join(); }, 3000);
+      } else if (event.code === SfuError.CALL_FULL) {
+        closeConnections();
+        setStatus("full", "This call is full.");
+        leaveButton.hidden = true;
+        joinButton.hidden = false;
+      } else if (event.code === SfuError.PUBLISH_FAILED && call.publishPc && !call.republished) {
+        call.republished = true; // once per join: an offer that always fails must not loop
+        await publish();
+      } else if (event.command) {
+        setStatus(call.state, `The call server refused ${event.command}: ${event.message}`);
       }
       return;
     default:
@@ -93,22 +118,34 @@ function newPeerConnection(target) {
   return pc;
 }
 
-async function join() {
-  closeConnections();
-  setStatus("joining", "Joining…");
-  client.send({ type: "join" });
+function newSubscribeConnection() {
   call.subscribePc = newPeerConnection("subscribe");
   call.subscribePc.ontrack = ({ track, transceiver }) => {
     call.tracksByMid.set(transceiver.mid, track);
     track.onended = () => call.tracksByMid.delete(transceiver.mid);
     render();
   };
+}
+
+// Offer our tracks on a fresh publish connection (also after publish-lost / publish_failed,
+// when the server has replaced its side).
+async function publish() {
+  if (call.publishPc) call.publishPc.close();
   call.publishPc = newPeerConnection("publish");
   for (const track of call.localStream.getTracks()) {
     call.publishPc.addTransceiver(track, { direction: "sendonly", streams: [call.localStream] });
   }
   await call.publishPc.setLocalDescription(await call.publishPc.createOffer());
   client.send({ type: "publish", sdp: call.publishPc.localDescription.sdp });
+}
+
+async function join() {
+  closeConnections();
+  setStatus("joining", "Joining…");
+  client.send({ type: "join" });
+  call.republished = false;
+  newSubscribeConnection();
+  await publish();
   if (call.muted.audio || call.muted.video) client.send({ type: "mute", ...call.muted });
   joinButton.hidden = true;
   leaveButton.hidden = false;

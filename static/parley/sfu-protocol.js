@@ -6,6 +6,19 @@ export const SfuError = Object.freeze({
   NOT_JOINED: "not_joined",
   ALREADY_JOINED: "already_joined",
   WORKER_UNAVAILABLE: "worker_unavailable",
+  // From the worker, with `command` (the client message they answer).
+  SFU_FAILED: "sfu_failed",
+  CALL_FULL: "call_full",
+  CALL_BUSY: "call_busy",
+  TOO_MANY_TRACKS: "too_many_tracks",
+  PUBLISH_FAILED: "publish_failed",
+  ANSWER_FAILED: "answer_failed",
+  SUBSCRIBE_LOST: "subscribe_lost",
+});
+// Server events asking the client to rebuild one of its two connections.
+export const SfuEvent = Object.freeze({
+  SUBSCRIBE_LOST: "subscribe-lost", // fresh subscribe connection, then send "resubscribe"
+  PUBLISH_LOST: "publish-lost", // fresh publish connection, then "publish" its offer
 });
 export const TARGETS = ["publish", "subscribe"];
 
