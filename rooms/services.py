@@ -13,7 +13,7 @@ import secrets
 from dataclasses import dataclass
 
 from django.conf import settings
-from django.db import IntegrityError, transaction
+from django.db import IntegrityError, connection, transaction
 from django.db.models import F, Q
 from django.db.models.functions import Length
 from django.utils.text import slugify
@@ -67,7 +67,14 @@ def _next_slug(base: str) -> str:
     Numbers without leading zeros sort by length, then text, in numeric order, so the
     database returns only the highest."""
     numbered = rf"^{re.escape(base)}-[1-9][0-9]*$"
-    copies = Room.objects.filter(Q(slug=base) | Q(slug__regex=numbered))
+    copies = Room.objects.filter(slug__startswith=base)
+    if connection.vendor == "sqlite":
+        # SQLite runs REGEXP as a Python call per row (254 ms at 200k rooms in
+        # bench/hardening.py): narrow to `base` and `base-*` first by a range the unique
+        # index answers ('.' follows '-', and no other slug character sorts before it).
+        # Only where comparison is bytewise: PostgreSQL's locale collations ignore '-'.
+        copies = copies.filter(slug__gte=base, slug__lt=f"{base}.")
+    copies = copies.filter(Q(slug=base) | Q(slug__regex=numbered))
     highest = copies.order_by(Length("slug").desc(), "-slug").values_list(
         "slug", flat=True).first()
     if highest is None:
@@ -132,21 +139,29 @@ class Backlog:
     seq: int
     messages: list[dict]
     reset: bool
-    more: bool = False  # cut at BACKLOG_BUDGET_CHARS: ask for the rest after the last one
+    more: bool = False  # cut at BACKLOG_BUDGET_BYTES: ask for the rest after the last one
 
 
-# Text one backlog frame may carry (hello or chat.backlog): 500 messages of up to 4,000
-# characters made a 3.3 MB hello, past daphne's 1 MiB frame limit, and the consumer failed.
+# Bytes of messages one backlog frame may carry (hello or chat.backlog), as UTF-8 on the wire:
+# 500 messages of up to 4,000 characters made a 3.3 MB hello, past daphne's 1 MiB frame limit,
+# and counting characters let 47 messages of 4,000 '€' make a 555 KB one, past the 512 KiB
+# outbound bound on its own (bench/hardening.py). A single message is at most 16 KB.
 # Past the budget the frame says `more` and the client asks for the rest with chat.sync.
-BACKLOG_BUDGET_CHARS = 192 * 1024
+BACKLOG_BUDGET_BYTES = 192 * 1024
+MESSAGE_OVERHEAD_BYTES = 160  # the JSON around a message: seq, ids, author, time
+
+
+def wire_size(message: Message) -> int:
+    return len(message.text.encode()) + len(message.author_name.encode()) + \
+        MESSAGE_OVERHEAD_BYTES
 
 
 def within_budget(rows) -> list[dict]:
-    """The payloads of `rows` (in seq order) that fit BACKLOG_BUDGET_CHARS; at least one."""
+    """The payloads of `rows` (in seq order) that fit BACKLOG_BUDGET_BYTES; at least one."""
     messages, used = [], 0
     for row in rows.iterator(chunk_size=100):
-        used += len(row.text) + len(row.author_name) + 120  # the JSON around them
-        if messages and used > BACKLOG_BUDGET_CHARS:
+        used += wire_size(row)
+        if messages and used > BACKLOG_BUDGET_BYTES:
             break
         messages.append(message_payload(row))
     return messages
@@ -169,6 +184,8 @@ def backlog(room: Room, after: int | None) -> Backlog:
         return Backlog(seq, messages, reset=False, more=more)
     newest = Message.objects.filter(room=room, seq__lte=seq).order_by("-seq")
     rows = list(newest[: limits["HISTORY_ON_CONNECT"]])[::-1]
-    while len(rows) > 1 and sum(len(m.text) + 120 for m in rows) > BACKLOG_BUDGET_CHARS:
+    sizes = [wire_size(m) for m in rows]
+    while len(rows) > 1 and sum(sizes) > BACKLOG_BUDGET_BYTES:
         rows.pop(0)  # a fresh view is the newest messages: drop the oldest
+        sizes.pop(0)
     return Backlog(seq, [message_payload(m) for m in rows], reset=after is not None)

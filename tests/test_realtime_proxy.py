@@ -115,7 +115,8 @@ BAD_EVENTS = [
     (json.dumps({"type": "input_audio_buffer.append"}), "missing_required_parameter"),
     (json.dumps({"type": "input_audio_buffer.append", "audio": "***"}), "invalid_base64"),
     (json.dumps(append(b"\x00\x01\x02")), "invalid_audio_length"),
-    (json.dumps(append(b"\x00" * (1024 * 1024 + 2))), "audio_too_large"),
+    (json.dumps(append(b"\x00" * (512 * 1024 + 2))), "audio_too_large"),
+    (json.dumps(append(b"\x00" * 760_000)), "frame_too_large"),  # daphne's 1 MiB, nearly
     (json.dumps({"type": "session.update", "session": {"type": "transcription", "audio": {
         "input": {"format": {"type": "audio/pcm", "rate": 16000}}}}}),
      "unsupported_audio_format"),

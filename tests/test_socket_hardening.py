@@ -189,25 +189,34 @@ async def test_a_member_holds_at_most_two_transcription_sessions():
         await socket.disconnect()
 
 
-async def test_audio_beyond_the_backlog_bound_is_refused(settings):
-    settings.PARLEY = {**settings.PARLEY, "REALTIME_RATE_BURST": 1000}
-    room = await make_room()
-    socket = await realtime_socket(room)
+async def test_audio_beyond_the_backlog_bound_is_refused(monkeypatch):
+    """Audio the engine has not taken waits in a bounded inbox: with the engine held up,
+    the append past MAX_BACKLOG_BYTES is refused, and the socket goes on."""
     import base64
 
-    chunk = base64.b64encode(b"\x00" * 1024 * 1024).decode()  # ~21 s of silence each
-    codes = []
-    for _ in range(4):
+    from transcription import realtime
+
+    gate = asyncio.Event()
+    original_feed = engines.OfflineStream.feed
+
+    async def held_up(stream, pcm):
+        await gate.wait()  # an engine slower than the sender
+        await original_feed(stream, pcm)
+
+    monkeypatch.setattr(engines.OfflineStream, "feed", held_up)
+    room = await make_room()
+    socket = await realtime_socket(room)
+    chunk_bytes = 512 * 1024
+    chunk = base64.b64encode(b"\x00" * chunk_bytes).decode()
+    # One is being fed; MAX_BACKLOG_BYTES more may wait; the next is refused.
+    waiting = realtime.MAX_BACKLOG_BYTES // chunk_bytes
+    for _ in range(1 + waiting + 1):
         await socket.send_json_to({"type": "input_audio_buffer.append", "audio": chunk})
-    while True:  # the engine takes audio slower than this arrives: a refusal comes
-        try:
-            event = await socket.receive_json_from(timeout=10)
-        except TimeoutError:
-            break
-        if event["type"] == "error":
-            codes.append(event["error"]["code"])
-            break
-    assert codes == ["audio_backlog_full"]
+    assert error_code(await socket.receive_json_from(timeout=10)) == "audio_backlog_full"
+    gate.set()
+    await socket.send_json_to({"type": "input_audio_buffer.clear"})
+    while (await socket.receive_json_from(timeout=20))["type"] != "input_audio_buffer.cleared":
+        pass
     await socket.disconnect()
 
 
@@ -326,3 +335,39 @@ def test_the_browser_client_mirrors_the_close_and_error_codes():
                  if isinstance(value, str) and name.isupper() and not name.startswith("CLOSE_")
                  and re.fullmatch(r"[a-z_]+", value)}
     assert js_errors == py_errors
+
+
+@database_sync_to_async
+def seed_long_messages(room: Room, count: int) -> None:
+    from rooms.identity import Participant
+
+    author = Participant(key="g:seed", name="Seeder")
+    for n in range(count):
+        services.post_message(room, author, f"{n} " + "€" * 3990, f"long-{n}")
+
+
+async def test_a_resume_of_long_messages_comes_in_budgeted_frames():
+    """Hello and chat.backlog carry at most 192 KiB of UTF-8 (3 bytes a '€' here): a resume
+    of 60 such messages is cut with `more`, and syncing gets exactly the rest."""
+    room = await make_room()
+    await seed_long_messages(room, 60)
+    session = await guest_session_key(room, "Ann")
+    socket = room_socket(room.slug, session, query="after=0")
+    assert (await socket.connect())[0]
+    output = await socket.receive_output()
+    hello = json.loads(output["text"])
+    assert hello["type"] == "hello" and hello["more"] is True
+    assert len(output["text"].encode()) <= services.BACKLOG_BUDGET_BYTES + 2048
+    seqs = [m["seq"] for m in hello["messages"]]
+    while True:
+        await socket.send_json_to({"type": "chat.sync", "after": seqs[-1]})
+        backlog = {}
+        while backlog.get("type") != "chat.backlog":  # skipping presence
+            output = await socket.receive_output()
+            backlog = json.loads(output["text"])
+        assert len(output["text"].encode()) <= services.BACKLOG_BUDGET_BYTES + 2048
+        seqs += [m["seq"] for m in backlog["messages"]]
+        if not backlog["more"]:
+            break
+    assert seqs == list(range(1, 61))
+    await socket.disconnect()

@@ -15,10 +15,12 @@ from dataclasses import dataclass
 from rooms import frames
 
 INPUT_RATE = 24000
-# One append carries at most this much decoded audio (~21 s); the API allows 15 MiB per event,
-# but a browser sends 20-100 ms chunks and a bound keeps one client from stalling the engine.
-MAX_APPEND_BYTES = 1024 * 1024
-MAX_FRAME_CHARS = 2 * MAX_APPEND_BYTES  # base64 of the above plus JSON
+# One append carries at most this much decoded audio (~10.9 s); the API allows 15 MiB per
+# event, but daphne reads at most 1 MiB per WebSocket message (larger ones end the connection
+# with 1009 before Parley sees them), a browser sends 20-100 ms chunks, and a bound keeps one
+# client from stalling the engine. Its base64 in an event fits MAX_FRAME_CHARS.
+MAX_APPEND_BYTES = 512 * 1024
+MAX_FRAME_CHARS = 1_000_000  # under daphne's 1 MiB; past it, `frame_too_large`
 MIN_COMMIT_BYTES = INPUT_RATE * 2 // 10  # 100 ms, as the API requires
 # Audio a socket may hold that its engine has not taken yet (~44 s): a browser streams in real
 # time and never comes near it; a client uploading faster than the engine decodes is told
