@@ -291,3 +291,24 @@ async def test_a_dead_publish_connection_is_replaced_and_the_member_publishes_ag
         assert set(bob.mids_of(ann.id).values()).isdisjoint(old_mids.values())
     finally:
         await close_all(room, people)
+
+
+async def test_a_cancelled_close_does_not_break_aiortcs_own_close():
+    """aiortc closes a connection itself when the remote end closed DTLS (a client that
+    left); the room closing it too and being cancelled meanwhile (room.close cancels its
+    tasks) must not cancel aiortc's close future (InvalidStateError, half-closed pc)."""
+    from signaling.ice import peer_connection
+    from signaling.sfu.room import close_connection
+
+    pc = peer_connection()
+    pc.addTransceiver("audio")
+    pc.createDataChannel("sfu")
+    await pc.setLocalDescription(await pc.createOffer())
+    own = asyncio.ensure_future(pc.close())  # aiortc's own close, under way
+    await asyncio.sleep(0)
+    assert not own.done()
+    ours = asyncio.ensure_future(close_connection(pc))
+    await asyncio.sleep(0)  # ours now waits for aiortc's close
+    ours.cancel()
+    await own  # raised InvalidStateError when a plain pc.close() was cancelled
+    assert pc.signalingState == "closed" and pc.connectionState == "closed"

@@ -79,6 +79,14 @@ async def settled(pc: RTCPeerConnection) -> None:
         pc.remove_listener("connectionstatechange", check)
 
 
+async def close_connection(pc: RTCPeerConnection) -> None:
+    """Close `pc`, even when the task doing it is cancelled meanwhile (room.close, worker
+    stop). aiortc closes a connection itself when the remote end closed DTLS; a second close
+    awaits aiortc's own future, and cancelling that await cancels the future, which then
+    fails aiortc's close (InvalidStateError) and leaves the connection half closed."""
+    await asyncio.shield(pc.close())
+
+
 def prefer_forwarded_codecs(transceiver) -> None:
     kind = transceiver.kind
     wanted = FORWARDED_CODECS[kind]
@@ -210,7 +218,7 @@ class SfuRoom:
     async def _close_connections(member: Member) -> None:
         for pc in (member.publish_pc, member.subscribe_pc):
             if pc is not None:
-                await pc.close()
+                await close_connection(pc)
 
     # --- publish side (the browser offers) ------------------------------------------------
     def _publish_connection(self, member: Member) -> RTCPeerConnection:
@@ -263,7 +271,7 @@ class SfuRoom:
         if self.captions is not None:
             await self.captions.stop(member.id)
         self._withdraw(member, publications)
-        await pc.close()
+        await close_connection(pc)
         self.spawn(self.broadcast_participants(), name="participants")
 
     def _on_published(self, member: Member, pc: RTCPeerConnection, track) -> None:
@@ -340,7 +348,7 @@ class SfuRoom:
         self._drop_subscriptions(member)
         member.subscribe_pc = None  # so closing the old one is not reported as a loss
         if old is not None:
-            await old.close()
+            await close_connection(old)
         await self._start_subscribe(member)
 
     def _drop_subscriptions(self, member: Member) -> None:
@@ -363,7 +371,7 @@ class SfuRoom:
             return
         log.info("member %s subscribe connection %s", member.id, pc.connectionState)
         self._drop_subscriptions(member)
-        await pc.close()
+        await close_connection(pc)
         await self.send(member.id, {
             "type": "subscribe-lost",
             "message": "Your subscribe connection failed; send 'resubscribe' for a new one.",
