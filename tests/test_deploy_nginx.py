@@ -28,6 +28,7 @@ from playwright.sync_api import expect
 
 from tests.support import servers
 from tests.support.chromium import create_room, join_as_guest
+from tests.support.turn import Coturn, substitute
 from tests.test_settings_security import HTTPS_SETTINGS, example_env
 
 DEPLOY = servers.ROOT / "deploy"
@@ -62,15 +63,6 @@ def self_signed_certificate(directory: Path) -> tuple[Path, Path]:
         serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
         serialization.NoEncryption()))
     return cert_path, key_path
-
-
-def substitute(text: str, source: str, replacements: list[tuple[str, str]]) -> str:
-    """Replace each shipped value, failing if one is gone: the test must notice the shipped
-    file changing under it rather than test something else."""
-    for old, new in replacements:
-        assert old in text, f"{source} no longer contains {old!r}: update this test"
-        text = text.replace(old, new)
-    return text
 
 
 def rendered_site(upstream_ports: list[int], http_port: int, https_port: int,
@@ -360,100 +352,6 @@ def own_private_address() -> str | None:
         address = probe.getsockname()[0]
     parsed = ipaddress.ip_address(address)
     return address if parsed.is_private and not parsed.is_loopback else None
-
-
-TURN_SECRET = "turn-test-secret"
-
-
-@dataclass
-class Coturn:
-    """coturn with deploy/coturn/turnserver.conf on a free loopback port, without TLS (no
-    certificate here) and with its logs and database in `directory`."""
-
-    process: subprocess.Popen
-    port: int
-
-    @classmethod
-    def start(cls, directory: Path, extra: str = "") -> Coturn:
-        binary = shutil.which("turnserver")
-        if binary is None:
-            pytest.fail("coturn is not installed: `make test` installs Debian's coturn")
-        port = servers.free_port()
-        config = substitute((DEPLOY / "coturn/turnserver.conf").read_text(),
-                            "deploy/coturn/turnserver.conf", [
-            ("listening-port=3478", f"listening-port={port}\nlistening-ip=127.0.0.1"),
-            ("tls-listening-port=5349", "no-tls\nno-dtls"),
-            ("static-auth-secret=replace-with-TURN_SECRET", f"static-auth-secret={TURN_SECRET}"),
-            ("cert=", "#cert="), ("pkey=", "#pkey="),
-            ("\nsyslog\n", f"\nlog-file={directory}/turn.log\npidfile={directory}/turn.pid\n"
-                           f"userdb={directory}/turndb\n{extra}"),
-        ])
-        (directory / "turnserver.conf").write_text(config)
-        process = subprocess.Popen([binary, "-c", str(directory / "turnserver.conf")],
-                                   stdout=subprocess.DEVNULL, stderr=subprocess.STDOUT)
-        server = cls(process, port)
-        try:
-            servers.wait_until(server.answers, timeout=10, what="coturn")
-        except TimeoutError:
-            server.stop()
-            raise
-        return server
-
-    def answers(self) -> bool:
-        """A STUN binding request on the UDP port gets a success response."""
-        if self.process.poll() is not None:
-            raise RuntimeError("coturn exited")
-        request = bytes.fromhex("0001000021122442") + os.urandom(12)
-        with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as probe:
-            probe.settimeout(0.5)
-            probe.sendto(request, ("127.0.0.1", self.port))
-            try:
-                return probe.recv(512)[:2] == b"\x01\x01"
-            except TimeoutError:
-                return False
-
-    def relays_to(self, peer: str, password: str | None = None) -> bool:
-        """Whether a datagram sent through an allocation (credentials as Parley mints them,
-        or `password` instead) reaches a socket on `peer`."""
-        return asyncio.run(self._relay(peer, password))
-
-    async def _relay(self, peer: str, password: str | None) -> bool:
-        from aioice import turn
-
-        from signaling.ice import turn_credentials
-
-        credentials = turn_credentials(TURN_SECRET, "member-1", 600)
-        loop = asyncio.get_running_loop()
-        received = loop.create_future()
-        relay, _ = await turn.create_turn_endpoint(
-            asyncio.DatagramProtocol, ("127.0.0.1", self.port), credentials["username"],
-            password or credentials["credential"], ssl=False, transport="udp")
-        listener, _ = await loop.create_datagram_endpoint(
-            lambda: Receiver(received), local_addr=(peer, 0))
-        try:
-            for _ in range(3):  # UDP may drop one: three tries of a second each
-                relay.sendto(b"through the relay", listener.get_extra_info("sockname"))
-                try:
-                    await asyncio.wait_for(asyncio.shield(received), 1)
-                    return True
-                except TimeoutError:
-                    continue
-            return False
-        finally:
-            listener.close()
-            relay.close()
-
-    def stop(self) -> None:
-        servers.stop_process(self.process)
-
-
-class Receiver(asyncio.DatagramProtocol):
-    def __init__(self, received: asyncio.Future):
-        self.received = received
-
-    def datagram_received(self, data, addr):
-        if not self.received.done():
-            self.received.set_result(data)
 
 
 def test_coturn_takes_parleys_credentials_and_no_others(tmp_path):

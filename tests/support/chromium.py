@@ -76,3 +76,43 @@ def join_as_guest(page, room_path: str, name: str) -> None:
     page.fill("#join-form input[name=name]", name)
     page.click("#join-form button[type=submit]")
     page.wait_for_url(f"**{room_path}")
+
+
+# Every RTCPeerConnection a page makes uses relay candidates only, whatever configuration the
+# page passes: a browser that can reach its peers only through TURN. The pages have no
+# setting for it (their configuration is `{iceServers}` from the server's hello).
+RELAY_ONLY_SCRIPT = """(() => {
+  const Native = window.RTCPeerConnection;
+  class RelayOnly extends Native {
+    constructor(configuration, ...rest) {
+      super({...(configuration || {}), iceTransportPolicy: "relay"}, ...rest);
+    }
+  }
+  window.RTCPeerConnection = RelayOnly;
+})();"""
+
+# The candidate types of `pc`'s selected pair and of every local candidate it gathered, and
+# the bytes sent and received over the selected pair; null before a pair is selected.
+SELECTED_PAIR = """async (pc) => {
+  const stats = await pc.getStats();
+  let pair = null;
+  const local = [];
+  for (const report of stats.values()) {
+    if (report.type === "transport" && report.selectedCandidatePairId) {
+      pair = stats.get(report.selectedCandidatePairId);
+    }
+    if (report.type === "local-candidate") local.push(report.candidateType);
+  }
+  if (!pair) return null;
+  return {local: stats.get(pair.localCandidateId).candidateType,
+          remote: stats.get(pair.remoteCandidateId).candidateType,
+          bytesReceived: pair.bytesReceived || 0, bytesSent: pair.bytesSent || 0,
+          gathered: local};
+}"""
+
+
+def relay_only_participant(browser, base_url: str):
+    """participant() whose pages make relay-only peer connections (RELAY_ONLY_SCRIPT)."""
+    context = participant(browser, base_url)
+    context.add_init_script(RELAY_ONLY_SCRIPT)
+    return context

@@ -338,3 +338,41 @@ class SocketParticipant:
                 await pc.close()
         if self.socket is not None:
             await self.socket.close()
+
+
+def relay_peer_connection(servers: list[dict] | None = None):
+    """An aiortc connection that gathers and uses relay candidates only (aiortc's
+    iceTransportPolicy "relay", aioice's TransportPolicy.RELAY): a peer that can reach others
+    only through TURN, as a browser behind a NAT that lets nothing else through."""
+    from aiortc import RTCIceTransportPolicy, RTCPeerConnection
+
+    from signaling.ice import rtc_configuration
+
+    configuration = rtc_configuration(servers)
+    configuration.iceTransportPolicy = RTCIceTransportPolicy.RELAY
+    return RTCPeerConnection(configuration)
+
+
+class RelayParticipant(Participant):
+    """A Participant whose first publish and subscribe connections are relay-only (a retry
+    or resubscribe gets Participant's ordinary connections)."""
+
+    def __init__(self, *args, **kwargs):
+        super().__init__(*args, **kwargs)
+        self.publish_pc = relay_peer_connection(self.ice_servers)
+        self.subscribe_pc = relay_peer_connection(self.ice_servers)
+        self.subscribe_pc.on("track", self._on_track)
+
+
+def selected_pair_types(pc) -> tuple[str, str] | None:
+    """(local, remote) candidate types of the pair ICE selected for `pc`'s bundled transport,
+    e.g. ("relay", "relay"); None before one is selected. aiortc has no candidate-pair
+    stats, so this reads aioice's nominated pair (private: Connection._nominated)."""
+    for transceiver in pc.getTransceivers():
+        dtls = transceiver.sender.transport
+        if dtls is None:
+            continue
+        pair = dtls.transport._connection._nominated.get(1)
+        if pair is not None:
+            return pair.local_candidate.type, pair.remote_candidate.type
+    return None

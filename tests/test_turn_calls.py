@@ -1,0 +1,191 @@
+"""Calls through a real TURN server: Debian's coturn started from deploy/coturn/turnserver.conf
+(tests/support/turn.py) with the credentials Parley mints (TURN_SECRET, TURN_URLS).
+
+Browsers are made relay-only (iceTransportPolicy "relay", injected: the pages have no
+setting for it), so a call that connects at all went through coturn; each test also reads the
+selected candidate pair and coturn's log of granted allocations, so the relay is shown, not
+assumed. Test-only: coturn may relay to loopback (LOOPBACK_PEERS), since every peer here is
+on loopback; the shipped file denies that, as test_deploy_nginx.py checks.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+
+import pytest
+from playwright.sync_api import expect
+
+from tests.support.chromium import (
+    SELECTED_PAIR,
+    create_room,
+    join_as_guest,
+    relay_only_participant,
+)
+from tests.support.turn import LOOPBACK_PEERS, TURN_SECRET, Coturn
+
+
+@pytest.fixture
+def coturn(tmp_path):
+    server = Coturn.start(tmp_path, extra=LOOPBACK_PEERS)
+    yield server
+    server.stop()
+
+
+def turn_env(coturn: Coturn) -> dict[str, str]:
+    """A daphne's settings: TURN only (no STUN), members' and the worker's credentials minted
+    from TURN_SECRET."""
+    return {"TURN_SECRET": TURN_SECRET, "TURN_URLS": coturn.url, "ICE_SERVERS": "[]",
+            "SFU_ICE_SERVERS": "[]"}
+
+
+def relayed_pair(page, pc_expression: str, carried: str = "bytesReceived") -> dict:
+    """Wait until the page's connection has a selected pair that has carried media
+    (`carried`: "bytesReceived", or "bytesSent" for a publish-only connection); return its
+    candidate types."""
+    handle = page.wait_for_function(
+        f"""async () => {{
+          const pc = {pc_expression};
+          if (!pc) return null;
+          const pair = await ({SELECTED_PAIR})(pc);
+          return pair && pair.{carried} > 0 ? pair : null;
+        }}""", polling=250, timeout=20000)
+    return handle.json_value()
+
+
+# Inbound video of the direct call's connection: frames decoded and their width.
+DIRECT_VIDEO = """async () => {
+  const pc = window.parleyCall && window.parleyCall.pc;
+  if (!pc) return false;
+  for (const r of (await pc.getStats()).values()) {
+    if (r.type === "inbound-rtp" && r.kind === "video") {
+      return (r.framesDecoded || 0) > 10 && (r.frameWidth || 0) > 0
+        && document.getElementById("remote-video").videoWidth > 0;
+    }
+  }
+  return false;
+}"""
+
+
+@pytest.mark.browser
+def test_a_relay_only_direct_video_call_goes_through_coturn(
+        chromium_browser, daphne_factory, coturn):
+    """Two relay-only pages (each gathers relay candidates only) decode each other's camera
+    over a selected pair whose local candidate is a coturn relay; coturn granted allocations
+    to both members' minted credentials."""
+    server = daphne_factory(**turn_env(coturn))
+    contexts = [relay_only_participant(chromium_browser, server.base_url) for _ in range(2)]
+    try:
+        pages = [context.new_page() for context in contexts]
+        room_path = create_room(pages[0], "Relayed direct call")
+        for page, name in zip(pages, ["Ann", "Bob"], strict=True):
+            join_as_guest(page, f"{room_path}direct/video/", name)
+        for page in pages:
+            expect(page.locator("#call-status")).to_have_attribute(
+                "data-state", "connected", timeout=20000)
+            page.wait_for_function(DIRECT_VIDEO, polling=250, timeout=20000)
+            pair = relayed_pair(page, "window.parleyCall.pc")
+            assert pair["local"] == "relay", pair
+            assert set(pair["gathered"]) == {"relay"}, pair
+        members = set(coturn.allocating_identities())
+        assert len(members) >= 2, coturn.allocating_identities()
+    finally:
+        for context in contexts:
+            context.close()
+
+
+# Per remote participant: video frames decoded and audio packets received on the subscribe
+# connection (as tests/test_browser_group_call.py reads them).
+GROUP_MEDIA = """async () => {
+  const call = window.parleyGroup;
+  if (!call.subscribePc) return false;
+  const byMid = {};
+  for (const r of (await call.subscribePc.getStats()).values()) {
+    if (r.type === "inbound-rtp") byMid[r.mid] = r;
+  }
+  const others = call.participants.filter(p => !p.you);
+  return others.length === 1 && others.every(p =>
+    (byMid[p.mids.video] || {}).framesDecoded > 10
+    && (byMid[p.mids.audio] || {}).packetsReceived > 10);
+}"""
+
+
+@pytest.mark.browser
+@pytest.mark.sfu
+def test_a_relay_only_group_call_goes_through_coturn_both_ways(
+        chromium_browser, daphne_factory, coturn):
+    """Two relay-only pages in a group call see and hear each other through the SFU worker;
+    both of each page's connections (publish, subscribe) run over a relay, and the worker
+    allocated relays with its own credentials (`sfu-worker-<id>`), not a member's."""
+    server = daphne_factory(**turn_env(coturn))
+    contexts = [relay_only_participant(chromium_browser, server.base_url) for _ in range(2)]
+    try:
+        pages = [context.new_page() for context in contexts]
+        room_path = create_room(pages[0], "Relayed group call")
+        for page, name in zip(pages, ["Ann", "Bob"], strict=True):
+            join_as_guest(page, f"{room_path}call/", name)
+        for page in pages:
+            expect(page.locator("#call-status")).to_have_attribute("data-state", "live")
+            page.wait_for_function(GROUP_MEDIA, polling=250, timeout=40000)
+            for connection, carried in (("publishPc", "bytesSent"),
+                                        ("subscribePc", "bytesReceived")):
+                pair = relayed_pair(page, f"window.parleyGroup.{connection}", carried)
+                assert pair["local"] == "relay", (connection, pair)
+                assert set(pair["gathered"]) == {"relay"}, (connection, pair)
+        identities = coturn.allocating_identities()
+        assert any(identity.startswith("sfu-worker-") for identity in identities), identities
+        assert len({i for i in identities if not i.startswith("sfu-worker-")}) >= 2, identities
+    finally:
+        for context in contexts:
+            context.close()
+
+
+@pytest.mark.sfu
+async def test_the_sfu_worker_relays_with_its_own_minted_credentials(settings, coturn):
+    """With TURN_SECRET, the worker's connections gather relay candidates from coturn with
+    credentials minted for the worker; relay-only aiortc participants (members' credentials)
+    exchange audio and video with it over relay-to-relay pairs on both sides."""
+    from channels.layers import InMemoryChannelLayer
+
+    from signaling.ice import ice_servers_for
+    from signaling.sfu.worker import SfuWorker
+    from tests.support.sfu_peers import RelayParticipant, room_with_router, selected_pair_types
+
+    settings.ICE_SERVERS = settings.SFU_ICE_SERVERS = []
+    settings.TURN_SECRET, settings.TURN_URLS = TURN_SECRET, [coturn.url]
+    worker_servers = SfuWorker(InMemoryChannelLayer(), worker_id="w1").ice_servers()
+    assert worker_servers[-1]["username"].endswith(":sfu-worker-w1")
+    room, directory = room_with_router(ice_servers=worker_servers)
+    people = []
+    try:
+        for n in range(2):
+            person = RelayParticipant(room, f"m{n}", f"Person {n}",
+                                      ice_servers=ice_servers_for(f"member-{n}"))
+            directory[person.id] = person
+            people.append(person)
+            await person.join()
+        await people[1].wait_for(lambda: people[1].receiving_from("m0", frames=5), timeout=40)
+        await people[0].wait_for(lambda: people[0].receiving_from("m1", frames=5), timeout=40)
+
+        for person in people:
+            member = room.members[person.id]
+            for ours, theirs in ((person.publish_pc, member.publish_pc),
+                                 (person.subscribe_pc, member.subscribe_pc)):
+                assert selected_pair_types(ours)[0] == "relay"
+                worker_side = selected_pair_types(theirs)
+                gatherer = theirs.getTransceivers()[0].sender.transport.transport.iceGatherer
+                gathered = gatherer.getLocalCandidates()
+                assert "relay" in {c.type for c in gathered}, gathered
+                # The member has only relay candidates, so the worker's pair ends at one. Its
+                # own end is a relay too where its host addresses are all private or reserved
+                # (coturn may not relay to them; aioice never offers loopback).
+                assert worker_side[1] == "relay", worker_side
+                if all(ipaddress.ip_address(c.ip).is_private for c in gathered
+                       if c.type == "host"):
+                    assert worker_side[0] == "relay", worker_side
+        identities = coturn.allocating_identities()
+        assert "sfu-worker-w1" in identities, identities
+        assert {"member-0", "member-1"} <= set(identities), identities
+    finally:
+        for person in people:
+            await person.close()
+        await room.close()
