@@ -2,9 +2,17 @@
 
 Room sockets pass the Origin check (exactly our own origin: rooms/origin.py); `/v1/` API
 sockets are key-authenticated. All carry the Django session and user.
+
+Shutdown: daphne has no ASGI lifespan, so a Twisted "before shutdown" trigger closes the
+process's WebRTC connections (the in-process SFU worker, `/v1/realtime/calls`) before the
+loop stops; see close_media.
 """
 
+import asyncio
+import contextlib
+import logging
 import os
+import sys
 
 from django.core.asgi import get_asgi_application
 
@@ -43,3 +51,36 @@ async def websockets(scope, receive, send):
 
 
 application = ProtocolTypeRouter({"http": django_asgi_app, "websocket": websockets})
+
+
+async def close_media() -> None:
+    """Close every peer connection, engine stream and task of the in-process SFU worker and
+    of the live `/v1/realtime/calls`. aiortc's decoder threads are not daemons and end only
+    when their connection closes: with one open, Python's exit waits for them forever (daphne
+    stopped listening on SIGTERM and never ended, holding the offline decoder processes its
+    atexit handler would have stopped)."""
+    from signaling.sfu.worker import stop_local_workers
+    from transcription.calls import CALLS
+
+    try:
+        await stop_local_workers()
+    except Exception:
+        logging.getLogger(__name__).exception("stopping the in-process SFU worker failed")
+    for call in list(CALLS.values()):
+        with contextlib.suppress(Exception):
+            await call.end()
+
+
+def close_media_on_daphne_shutdown() -> None:
+    """Run close_media when daphne's Twisted reactor shuts down (SIGTERM, SIGINT), alongside
+    daphne's own cancelling of the application instances; the reactor waits for both."""
+    reactor = sys.modules.get("twisted.internet.reactor")
+    if reactor is None:
+        return  # not served by daphne
+    from twisted.internet.defer import Deferred
+
+    reactor.addSystemEventTrigger(
+        "before", "shutdown", lambda: Deferred.fromFuture(asyncio.ensure_future(close_media())))
+
+
+close_media_on_daphne_shutdown()
