@@ -61,3 +61,12 @@ async def test_a_speakers_audio_becomes_shared_stored_captions():
         await ann.close()
         await bob.close()
         await sfu.close()
+
+
+def test_transcription_plugs_captions_into_the_sfu():
+    """signaling does not import transcription: transcription's AppConfig.ready() registers
+    what group-call captions run for each speaker."""
+    from signaling.sfu.captions import registered_transcriber
+    from transcription.audio import transcribe_call_speaker
+
+    assert registered_transcriber() is transcribe_call_speaker

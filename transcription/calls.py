@@ -31,9 +31,9 @@ from django.http import HttpRequest, HttpResponse, JsonResponse
 from django.views.decorators.csrf import csrf_exempt
 
 from signaling.ice import peer_connection
+from signaling.media import pcm_from_track
 
 from . import engines, realtime
-from .audio import pcm_from_track
 from .consumers import presented_key
 from .keys import KeyGrant, check_key
 from .pipeline import SpeakerPipeline

@@ -32,6 +32,7 @@ from rooms.protocol import ProtocolError
 from signaling.ice import peer_connection as peer_connection  # re-exported for old imports
 
 from . import hooks, protocol
+from .captions import CallCaptions
 from .media import ForwardedTrack, Publication
 
 log = logging.getLogger(__name__)
@@ -151,7 +152,7 @@ class SfuRoom:
         self.max_members = max_members
         self.members: dict[str, Member] = {}
         self.closed = False
-        self.captions = None  # CallCaptions while captions are on
+        self.captions: CallCaptions | None = None  # while captions are on
         self.tasks: set[asyncio.Task] = set()
 
     @property
@@ -467,8 +468,6 @@ class SfuRoom:
 
     async def set_captions(self, on: bool) -> None:
         """Start or stop live captions for everyone's audio (decoded only while on)."""
-        from .captions import CallCaptions
-
         if on and self.captions is None:
             self.captions = CallCaptions(self.room_id)
             for member in self.members.values():
