@@ -5,12 +5,16 @@ Browsers are made relay-only (iceTransportPolicy "relay", injected: the pages ha
 setting for it), so a call that connects at all went through coturn; each test also reads the
 selected candidate pair and coturn's log of granted allocations, so the relay is shown, not
 assumed. Test-only: coturn may relay to loopback (LOOPBACK_PEERS), since every peer here is
-on loopback; the shipped file denies that, as test_deploy_nginx.py checks.
+on loopback; the shipped file denies that, as test_deploy_nginx.py checks. The `netns` test
+needs no such opening: browsers and the worker are in network namespaces that meet only at
+coturn's, and coturn gets just the documented allowed-peer-ip for the worker.
 """
 
 from __future__ import annotations
 
 import ipaddress
+import os
+import sys
 
 import pytest
 from playwright.sync_api import expect
@@ -42,14 +46,14 @@ def relayed_pair(page, pc_expression: str, carried: str = "bytesReceived") -> di
     """Wait until the page's connection has a selected pair that has carried media
     (`carried`: "bytesReceived", or "bytesSent" for a publish-only connection); return its
     candidate types."""
-    handle = page.wait_for_function(
-        f"""async () => {{
-          const pc = {pc_expression};
-          if (!pc) return null;
-          const pair = await ({SELECTED_PAIR})(pc);
-          return pair && pair.{carried} > 0 ? pair : null;
-        }}""", polling=250, timeout=20000)
-    return handle.json_value()
+    selected = f"""async () => {{
+      const pc = {pc_expression};
+      return pc ? await ({SELECTED_PAIR})(pc) : null;
+    }}"""
+    page.wait_for_function(
+        f"async () => {{ const pair = await ({selected})(); return pair && pair.{carried} > 0; }}",
+        polling=250, timeout=20000)
+    return page.evaluate(selected)
 
 
 # Inbound video of the direct call's connection: frames decoded and their width.
@@ -189,3 +193,93 @@ async def test_the_sfu_worker_relays_with_its_own_minted_credentials(settings, c
         for person in people:
             await person.close()
         await room.close()
+
+
+@pytest.fixture
+def turn_only_network():
+    """Browser, TURN and worker namespaces (tests/support/turn.py), removed afterwards."""
+    from tests.support.turn import TurnOnlyNetwork
+
+    if os.geteuid() != 0:
+        pytest.skip("creating network namespaces (ip netns add) needs root; "
+                    "deselect with -m 'not netns' elsewhere")
+    network = TurnOnlyNetwork()
+    try:
+        network.create()
+        yield network
+    finally:
+        network.remove()
+
+
+@pytest.mark.browser
+@pytest.mark.sfu
+@pytest.mark.netns
+def test_a_group_call_between_namespaces_that_meet_only_at_the_turn_server(
+        chromium_browser, live_database, turn_only_network, tmp_path):
+    """Chromium and daphne in one namespace, the SFU worker in another, coturn in a third
+    that forwards nothing: neither end has a route to the other, yet two relay-only pages
+    see and hear each other through the worker. coturn runs the shipped file with the
+    documented opening for a worker on a private network (allowed-peer-ip, its one
+    address) and relays from its worker-side address (relay-ip); the pages' media goes to
+    the worker's own address, 10.211.2.2, through their relays."""
+    from tests.support import servers
+    from tests.support.chromium import launch_in_namespace
+    from tests.support.turn import NamespacedProcess, UnixRedis
+
+    net = turn_only_network
+    assert not net.has_route(net.browser, net.WORKER_IP)
+    assert not net.has_route(net.worker, net.BROWSER_IP)
+    assert net.forwarding(net.turn) == "0"
+
+    stops = []
+    browser = None
+    try:
+        (tmp_path / "turn").mkdir()
+        coturn = Coturn.start(
+            tmp_path / "turn", listening_ip=net.TURN_BROWSER_SIDE, namespace=net.turn,
+            extra=f"relay-ip={net.TURN_WORKER_SIDE}\nallowed-peer-ip={net.WORKER_IP}\n")
+        stops.append(coturn.stop)
+        redis = UnixRedis.start(tmp_path)
+        stops.append(redis.stop)
+        redis_port = servers.free_port()
+        for namespace in (net.browser, net.worker):
+            stops.append(redis.forward_into(namespace, redis_port).stop)
+        env = {**os.environ, **servers.SERVER_ENV, "DATABASE_URL": live_database.url,
+               "REDIS_URL": f"redis://127.0.0.1:{redis_port}/0", "ICE_SERVERS": "[]",
+               "SFU_ICE_SERVERS": "[]", "PYTHONUNBUFFERED": "1"}
+        for name in ("TURN_SECRET", "TURN_URLS"):
+            env.pop(name, None)
+        # The worker has no TURN of its own here: coturn reaches it at its address.
+        worker = NamespacedProcess.start(net.worker, [sys.executable, "manage.py", "sfu"],
+                                         env, "sfu-worker-netns", ready_text="serving on")
+        stops.append(worker.stop)
+        port = servers.free_port()
+        daphne = NamespacedProcess.start(
+            net.browser, [sys.executable, "-m", "daphne", "-b", "127.0.0.1", "-p", str(port),
+                          "project.asgi:application"],
+            {**env, "DEBUG": "0", "STATIC_ROOT": servers.collected_static(),
+             "TURN_SECRET": TURN_SECRET, "TURN_URLS": coturn.url},
+            "daphne-netns", url=f"http://127.0.0.1:{port}/healthz")
+        stops.append(daphne.stop)
+
+        browser = launch_in_namespace(chromium_browser.browser_type, net.browser, tmp_path)
+        contexts = [relay_only_participant(browser, f"http://127.0.0.1:{port}")
+                    for _ in range(2)]
+        pages = [context.new_page() for context in contexts]
+        room_path = create_room(pages[0], "Namespaced group call")
+        for page, name in zip(pages, ["Ann", "Bob"], strict=True):
+            join_as_guest(page, f"{room_path}call/", name)
+        for page in pages:
+            expect(page.locator("#call-status")).to_have_attribute("data-state", "live")
+            page.wait_for_function(GROUP_MEDIA, polling=250, timeout=40000)
+            for connection, carried in (("publishPc", "bytesSent"),
+                                        ("subscribePc", "bytesReceived")):
+                pair = relayed_pair(page, f"window.parleyGroup.{connection}", carried)
+                assert pair["local"] == "relay", (connection, pair)
+                assert pair["remoteAddress"] == net.WORKER_IP, (connection, pair)
+        assert len(set(coturn.allocating_identities())) >= 2, coturn.allocating_identities()
+    finally:
+        if browser is not None:
+            browser.close()
+        for stop in reversed(stops):
+            stop()

@@ -91,8 +91,9 @@ RELAY_ONLY_SCRIPT = """(() => {
   window.RTCPeerConnection = RelayOnly;
 })();"""
 
-# The candidate types of `pc`'s selected pair and of every local candidate it gathered, and
-# the bytes sent and received over the selected pair; null before a pair is selected.
+# The candidate types of `pc`'s selected pair (and the remote end's address) and of every
+# local candidate it gathered, and the bytes sent and received over the selected pair; null
+# before a pair is selected.
 SELECTED_PAIR = """async (pc) => {
   const stats = await pc.getStats();
   let pair = null;
@@ -104,8 +105,9 @@ SELECTED_PAIR = """async (pc) => {
     if (report.type === "local-candidate") local.push(report.candidateType);
   }
   if (!pair) return null;
+  const remote = stats.get(pair.remoteCandidateId);
   return {local: stats.get(pair.localCandidateId).candidateType,
-          remote: stats.get(pair.remoteCandidateId).candidateType,
+          remote: remote.candidateType, remoteAddress: remote.address,
           bytesReceived: pair.bytesReceived || 0, bytesSent: pair.bytesSent || 0,
           gathered: local};
 }"""
@@ -116,3 +118,15 @@ def relay_only_participant(browser, base_url: str):
     context = participant(browser, base_url)
     context.add_init_script(RELAY_ONLY_SCRIPT)
     return context
+
+
+def launch_in_namespace(browser_type, namespace: str, directory, extra_args=None):
+    """A Chromium inside network namespace `namespace`, through a wrapper script that runs
+    it with `ip netns exec` (Playwright drives it over pipes, which need no network)."""
+    from pathlib import Path
+
+    wrapper = Path(directory) / "chromium-in-namespace"
+    wrapper.write_text(f'#!/bin/sh\nexec ip netns exec {namespace} {CHROMIUM} "$@"\n')
+    wrapper.chmod(0o755)
+    return browser_type.launch(executable_path=str(wrapper), headless=True,
+                               args=[*CHROMIUM_ARGS, *(extra_args or [])])
