@@ -23,6 +23,7 @@ from tests.support.chromium import (
     SELECTED_PAIR,
     create_room,
     join_as_guest,
+    poll_page,
     relay_only_participant,
 )
 from tests.support.turn import LOOPBACK_PEERS, TURN_SECRET, Coturn
@@ -50,10 +51,10 @@ def relayed_pair(page, pc_expression: str, carried: str = "bytesReceived") -> di
       const pc = {pc_expression};
       return pc ? await ({SELECTED_PAIR})(pc) : null;
     }}"""
-    page.wait_for_function(
-        f"async () => {{ const pair = await ({selected})(); return pair && pair.{carried} > 0; }}",
-        polling=250, timeout=20000)
-    return page.evaluate(selected)
+    return poll_page(page, f"""async () => {{
+      const pair = await ({selected})();
+      return pair && pair.{carried} > 0 ? pair : null;
+    }}""")
 
 
 # Inbound video of the direct call's connection: frames decoded and their width.
@@ -86,7 +87,7 @@ def test_a_relay_only_direct_video_call_goes_through_coturn(
         for page in pages:
             expect(page.locator("#call-status")).to_have_attribute(
                 "data-state", "connected", timeout=20000)
-            page.wait_for_function(DIRECT_VIDEO, polling=250, timeout=20000)
+            poll_page(page, DIRECT_VIDEO)
             pair = relayed_pair(page, "window.parleyCall.pc")
             assert pair["local"] == "relay", pair
             assert set(pair["gathered"]) == {"relay"}, pair
@@ -129,7 +130,7 @@ def test_a_relay_only_group_call_goes_through_coturn_both_ways(
             join_as_guest(page, f"{room_path}call/", name)
         for page in pages:
             expect(page.locator("#call-status")).to_have_attribute("data-state", "live")
-            page.wait_for_function(GROUP_MEDIA, polling=250, timeout=40000)
+            poll_page(page, GROUP_MEDIA, timeout=40)
             for connection, carried in (("publishPc", "bytesSent"),
                                         ("subscribePc", "bytesReceived")):
                 pair = relayed_pair(page, f"window.parleyGroup.{connection}", carried)
@@ -271,7 +272,7 @@ def test_a_group_call_between_namespaces_that_meet_only_at_the_turn_server(
             join_as_guest(page, f"{room_path}call/", name)
         for page in pages:
             expect(page.locator("#call-status")).to_have_attribute("data-state", "live")
-            page.wait_for_function(GROUP_MEDIA, polling=250, timeout=40000)
+            poll_page(page, GROUP_MEDIA, timeout=40)
             for connection, carried in (("publishPc", "bytesSent"),
                                         ("subscribePc", "bytesReceived")):
                 pair = relayed_pair(page, f"window.parleyGroup.{connection}", carried)

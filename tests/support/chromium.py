@@ -130,3 +130,20 @@ def launch_in_namespace(browser_type, namespace: str, directory, extra_args=None
     wrapper.chmod(0o755)
     return browser_type.launch(executable_path=str(wrapper), headless=True,
                                args=[*CHROMIUM_ARGS, *(extra_args or [])])
+
+
+def poll_page(page, script: str, *, timeout: float = 20, interval_ms: int = 250):
+    """Evaluate `script` (a function, async allowed) in `page` until it returns something
+    truthy, and return that; fail after `timeout` seconds with the last value. Not
+    page.wait_for_function: it does not await a Promise, so an async predicate (any that
+    reads getStats()) counts as true at once."""
+    import time
+
+    deadline = time.monotonic() + timeout
+    while True:
+        value = page.evaluate(script)
+        if value:
+            return value
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out after {timeout}s; last value: {value!r}")
+        page.wait_for_timeout(interval_ms)
