@@ -190,7 +190,7 @@ if REDIS_URL:
     from rooms.redis import connection_options
 
     # Retries on a stale connection (a Redis restart) instead of failing the socket.
-    redis_host = {"address": REDIS_URL, **connection_options()}
+    redis_host = {"address": REDIS_URL, **connection_options(REDIS_URL)}
     if REDIS_LAYER == "pubsub":
         CHANNEL_LAYERS = {
             "default": {

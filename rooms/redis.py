@@ -11,7 +11,7 @@ RETRIES = 3  # 0.05 + 0.1 + 0.2 s of backoff: a restarted Redis answers within t
 HEALTH_CHECK_SECONDS = 15
 
 
-def connection_options() -> dict:
+def connection_options(url: str) -> dict:
     """How every Redis connection of Parley's (its own stores and the channel layer's) treats
     a connection that went stale, e.g. after a Redis restart: retry the command on a fresh
     connection a few times within about a second, instead of failing the socket that asked
@@ -21,12 +21,14 @@ def connection_options() -> dict:
     from redis.backoff import ExponentialBackoff
     from redis.exceptions import ConnectionError, TimeoutError
 
-    return {
+    options = {
         "retry": Retry(ExponentialBackoff(cap=0.5, base=0.05), RETRIES),
         "retry_on_error": [ConnectionError, TimeoutError, ConnectionResetError],
         "health_check_interval": HEALTH_CHECK_SECONDS,
-        "socket_keepalive": True,
     }
+    if not url.startswith("unix:"):  # redis-py's Unix socket connections take no keepalive
+        options["socket_keepalive"] = True
+    return options
 
 
 def redis_client(url: str):
@@ -42,6 +44,6 @@ def redis_client(url: str):
         # bench/chat_fanout.py at 500 clients).
         pool = aioredis.BlockingConnectionPool.from_url(
             url, max_connections=MAX_CONNECTIONS, timeout=POOL_WAIT_SECONDS, socket_timeout=5,
-            **connection_options())
+            **connection_options(url))
         client = _clients[key] = aioredis.Redis(connection_pool=pool)
     return client

@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 from playwright.sync_api import expect
 
-from tests.support.chromium import create_room, join_as_guest, participant
+from tests.support.chromium import create_room, join_as_guest, participant, poll_page
 
 pytestmark = [pytest.mark.browser, pytest.mark.sfu]
 
@@ -30,14 +30,12 @@ REMOTE_MEDIA = """async () => {
 
 
 def wait_for_media(page, names: list[str], more_than: int = 10) -> None:
-    page.wait_for_function(
-        f"""async () => {{
+    # poll_page, not wait_for_function: that one does not await an async predicate.
+    poll_page(page, f"""async () => {{
           const media = await ({REMOTE_MEDIA})();
           return {names!r}.every(n => media[n] && media[n].frames > {more_than}
                                       && media[n].audio > {more_than});
-        }}""",
-        polling=250, timeout=40000,
-    )
+        }}""", timeout=40)
 
 
 def test_three_people_see_and_hear_each_other_and_one_leaves(chromium_browser, daphne_factory):

@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 from playwright.sync_api import expect
 
-from tests.support.chromium import create_room, join_as_guest, participant
+from tests.support.chromium import create_room, join_as_guest, participant, poll_page
 
 pytestmark = pytest.mark.browser
 
@@ -47,14 +47,12 @@ def expect_video_flowing(page, *, more_than: int = 0) -> int:
     """Wait until the page decodes the remote camera (frames growing, size known)."""
     status = page.locator("#call-status")
     expect(status).to_have_attribute("data-state", "connected", timeout=20000)
-    page.wait_for_function(
-        f"""async () => {{
+    # poll_page, not wait_for_function: that one does not await an async predicate.
+    poll_page(page, f"""async () => {{
           const s = await ({INBOUND_VIDEO})();
           const v = document.getElementById('remote-video');
           return s && s.framesDecoded > {more_than} + 10 && s.width > 0 && v.videoWidth > 0;
-        }}""",
-        polling=200, timeout=20000,
-    )
+        }}""", timeout=20)
     return decoded_frames(page)
 
 
