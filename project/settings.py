@@ -290,6 +290,10 @@ ICE_SERVERS = json.loads(os.environ.get("ICE_SERVERS") or "[]")
 TURN_SECRET = os.environ.get("TURN_SECRET", "")
 TURN_URLS = env_list("TURN_URLS", "")
 TURN_TTL_SECONDS = int(env_number("TURN_TTL_SECONDS", 6 * 3600))
+# "relay": browsers use only TURN candidates (signaling/ice.py transport_policy); "all": any.
+ICE_TRANSPORT_POLICY = os.environ.get("ICE_TRANSPORT_POLICY", "all")
+if ICE_TRANSPORT_POLICY not in ("all", "relay"):
+    raise ImproperlyConfigured("ICE_TRANSPORT_POLICY must be 'all' or 'relay'")
 # The SFU workers' own ICE servers (JSON list; default: ICE_SERVERS). With TURN_SECRET set a
 # worker also mints TURN credentials for itself (signaling/ice.py), never a member's.
 SFU_ICE_SERVERS = json.loads(os.environ.get("SFU_ICE_SERVERS") or "null")

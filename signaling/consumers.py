@@ -18,7 +18,7 @@ from rooms.sockets import RoomSocket
 
 from . import protocol
 from .calls import Peer, call_key, call_store
-from .ice import ice_servers_for
+from .ice import ice_servers_for, transport_policy
 
 log = logging.getLogger(__name__)
 
@@ -40,6 +40,7 @@ class SignalConsumer(RoomSocket):
             "type": "hello",
             "you": {**self.me.as_dict(), "peer": self.peer_id},
             "ice_servers": ice_servers_for(self.me.id),
+            "ice_transport_policy": transport_policy(),
         })
 
     async def closed(self) -> None:

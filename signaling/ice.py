@@ -42,6 +42,15 @@ def _with_turn(servers: list[dict], identity: str) -> list[dict]:
     return servers
 
 
+TRANSPORT_POLICIES = ("all", "relay")
+
+
+def transport_policy() -> str:
+    """The `iceTransportPolicy` pages use: "all", or "relay" where operators want every call
+    through TURN (it hides members' addresses from each other; it costs relay bandwidth)."""
+    return settings.ICE_TRANSPORT_POLICY
+
+
 def ice_servers_for(user_id: str) -> list[dict]:
     """The RTCIceServer list a member's browser should use."""
     return _with_turn(settings.ICE_SERVERS, user_id)

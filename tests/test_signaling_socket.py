@@ -77,6 +77,15 @@ async def test_hello_gives_an_opaque_peer_id_and_ice_servers(settings):
     assert protocol.PEER_ID_PATTERN.match(hello["you"]["peer"])
     assert "specific" not in json.dumps(hello)  # no channel names on the wire
     assert hello["ice_servers"] == [{"urls": ["stun:stun.example.org:3478"]}]
+    assert hello["ice_transport_policy"] == "all"
+    await communicator.disconnect()
+
+
+async def test_hello_tells_pages_to_relay_when_the_operator_says_so(settings):
+    settings.ICE_TRANSPORT_POLICY = "relay"
+    room = await make_room()
+    communicator, hello = await signal(room, "Ann")
+    assert hello["ice_transport_policy"] == "relay"
     await communicator.disconnect()
 
 

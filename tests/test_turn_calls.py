@@ -1,10 +1,10 @@
 """Calls through a real TURN server: Debian's coturn started from deploy/coturn/turnserver.conf
 (tests/support/turn.py) with the credentials Parley mints (TURN_SECRET, TURN_URLS).
 
-Browsers are made relay-only (iceTransportPolicy "relay", injected: the pages have no
-setting for it), so a call that connects at all went through coturn; each test also reads the
-selected candidate pair and coturn's log of granted allocations, so the relay is shown, not
-assumed. Test-only: coturn may relay to loopback (LOOPBACK_PEERS), since every peer here is
+Browsers are relay-only through Parley's own setting (ICE_TRANSPORT_POLICY=relay, which the
+pages take from `hello`), so a call that connects at all went through coturn; each test
+also reads the selected candidate pair and coturn's log of granted allocations, so the relay
+is shown, not assumed. Test-only: coturn may relay to loopback (LOOPBACK_PEERS), since every peer here is
 on loopback; the shipped file denies that, as test_deploy_nginx.py checks. The `netns` test
 needs no such opening: browsers and the worker are in network namespaces that meet only at
 coturn's, and coturn gets just the documented allowed-peer-ip for the worker.
@@ -23,8 +23,8 @@ from tests.support.chromium import (
     SELECTED_PAIR,
     create_room,
     join_as_guest,
+    participant,
     poll_page,
-    relay_only_participant,
 )
 from tests.support.turn import LOOPBACK_PEERS, TURN_SECRET, Coturn
 
@@ -40,7 +40,7 @@ def turn_env(coturn: Coturn) -> dict[str, str]:
     """A daphne's settings: TURN only (no STUN), members' and the worker's credentials minted
     from TURN_SECRET."""
     return {"TURN_SECRET": TURN_SECRET, "TURN_URLS": coturn.url, "ICE_SERVERS": "[]",
-            "SFU_ICE_SERVERS": "[]"}
+            "SFU_ICE_SERVERS": "[]", "ICE_TRANSPORT_POLICY": "relay"}
 
 
 def relayed_pair(page, pc_expression: str, carried: str = "bytesReceived") -> dict:
@@ -78,7 +78,7 @@ def test_a_relay_only_direct_video_call_goes_through_coturn(
     over a selected pair whose local candidate is a coturn relay; coturn granted allocations
     to both members' minted credentials."""
     server = daphne_factory(**turn_env(coturn))
-    contexts = [relay_only_participant(chromium_browser, server.base_url) for _ in range(2)]
+    contexts = [participant(chromium_browser, server.base_url) for _ in range(2)]
     try:
         pages = [context.new_page() for context in contexts]
         room_path = create_room(pages[0], "Relayed direct call")
@@ -122,7 +122,7 @@ def test_a_relay_only_group_call_goes_through_coturn_both_ways(
     both of each page's connections (publish, subscribe) run over a relay, and the worker
     allocated relays with its own credentials (`sfu-worker-<id>`), not a member's."""
     server = daphne_factory(**turn_env(coturn))
-    contexts = [relay_only_participant(chromium_browser, server.base_url) for _ in range(2)]
+    contexts = [participant(chromium_browser, server.base_url) for _ in range(2)]
     try:
         pages = [context.new_page() for context in contexts]
         room_path = create_room(pages[0], "Relayed group call")
@@ -259,13 +259,13 @@ def test_a_group_call_between_namespaces_that_meet_only_at_the_turn_server(
             net.browser, [sys.executable, "-m", "daphne", "-b", "127.0.0.1", "-p", str(port),
                           "project.asgi:application"],
             {**env, "DEBUG": "0", "STATIC_ROOT": servers.collected_static(),
-             "TURN_SECRET": TURN_SECRET, "TURN_URLS": coturn.url},
+             "TURN_SECRET": TURN_SECRET, "TURN_URLS": coturn.url,
+             "ICE_TRANSPORT_POLICY": "relay"},
             "daphne-netns", url=f"http://127.0.0.1:{port}/healthz")
         stops.append(daphne.stop)
 
         browser = launch_in_namespace(chromium_browser.browser_type, net.browser, tmp_path)
-        contexts = [relay_only_participant(browser, f"http://127.0.0.1:{port}")
-                    for _ in range(2)]
+        contexts = [participant(browser, f"http://127.0.0.1:{port}") for _ in range(2)]
         pages = [context.new_page() for context in contexts]
         room_path = create_room(pages[0], "Namespaced group call")
         for page, name in zip(pages, ["Ann", "Bob"], strict=True):

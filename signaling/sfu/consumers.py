@@ -15,7 +15,7 @@ from django.conf import settings
 
 from rooms.protocol import ProtocolError
 from rooms.sockets import RoomSocket
-from signaling.ice import ice_servers_for
+from signaling.ice import ice_servers_for, transport_policy
 
 from . import protocol
 from .directory import WORKER_HEARTBEAT, worker_directory
@@ -35,6 +35,7 @@ class SfuConsumer(RoomSocket):
             "type": "hello",
             "you": {**self.me.as_dict(), "member": self.member_id},
             "ice_servers": ice_servers_for(self.me.id),
+            "ice_transport_policy": transport_policy(),
         })
 
     async def closed(self) -> None:

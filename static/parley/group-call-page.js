@@ -16,6 +16,7 @@ const muteButton = document.getElementById("mute");
 const cameraButton = document.getElementById("camera");
 const captionsButton = document.getElementById("captions-toggle");
 let iceServers = JSON.parse(document.getElementById("ice-servers").textContent);
+let iceTransportPolicy = "all"; // "relay": TURN only (ICE_TRANSPORT_POLICY), from hello
 
 // Level above which a participant counts as speaking (getStats audioLevel, 0..1).
 const SPEAKING_LEVEL = 0.02;
@@ -52,6 +53,7 @@ async function onEvent(event) {
       return;
     case "hello":
       iceServers = event.ice_servers;
+      iceTransportPolicy = event.ice_transport_policy || "all";
       if (call.wantJoined) await join();
       return;
     case "joined":
@@ -109,7 +111,7 @@ async function onEvent(event) {
 }
 
 function newPeerConnection(target) {
-  const pc = new RTCPeerConnection({ iceServers, bundlePolicy: "max-bundle" });
+  const pc = new RTCPeerConnection({ iceServers, iceTransportPolicy, bundlePolicy: "max-bundle" });
   pc.onicecandidate = ({ candidate }) => {
     if (candidate && candidate.candidate) {
       client.send({ type: "candidate", target, candidate: candidate.toJSON() });

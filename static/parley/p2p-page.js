@@ -11,6 +11,7 @@ const mode = root.dataset.mode;
 const statusEl = document.getElementById("call-status");
 const fullEl = document.getElementById("room-full");
 let iceServers = JSON.parse(document.getElementById("ice-servers").textContent);
+let iceTransportPolicy = "all"; // "relay": TURN only (ICE_TRANSPORT_POLICY), from hello
 
 // A blip shorter than this heals by itself; after it the initiator restarts ICE.
 const DISCONNECTED_GRACE_MS = 2000;
@@ -67,6 +68,7 @@ async function onSignal(event) {
       return;
     case "hello":
       iceServers = event.ice_servers;
+      iceTransportPolicy = event.ice_transport_policy || "all";
       return;
     case "waiting":
       closePeerConnection();
@@ -117,7 +119,7 @@ async function startCall({ initiator, peer, peer_name: peerName }) {
   call.initiator = initiator;
   document.getElementById("peer-name").textContent = peerName || "";
   setState("negotiating");
-  const pc = new RTCPeerConnection({ iceServers });
+  const pc = new RTCPeerConnection({ iceServers, iceTransportPolicy });
   call.pc = pc;
   pc.onicecandidate = ({ candidate }) => {
     if (candidate && call.pc === pc) {

@@ -78,18 +78,6 @@ def join_as_guest(page, room_path: str, name: str) -> None:
     page.wait_for_url(f"**{room_path}")
 
 
-# Every RTCPeerConnection a page makes uses relay candidates only, whatever configuration the
-# page passes: a browser that can reach its peers only through TURN. The pages have no
-# setting for it (their configuration is `{iceServers}` from the server's hello).
-RELAY_ONLY_SCRIPT = """(() => {
-  const Native = window.RTCPeerConnection;
-  class RelayOnly extends Native {
-    constructor(configuration, ...rest) {
-      super({...(configuration || {}), iceTransportPolicy: "relay"}, ...rest);
-    }
-  }
-  window.RTCPeerConnection = RelayOnly;
-})();"""
 
 # The candidate types of `pc`'s selected pair (and the remote end's address) and of every
 # local candidate it gathered, and the bytes sent and received over the selected pair; null
@@ -111,13 +99,6 @@ SELECTED_PAIR = """async (pc) => {
           bytesReceived: pair.bytesReceived || 0, bytesSent: pair.bytesSent || 0,
           gathered: local};
 }"""
-
-
-def relay_only_participant(browser, base_url: str):
-    """participant() whose pages make relay-only peer connections (RELAY_ONLY_SCRIPT)."""
-    context = participant(browser, base_url)
-    context.add_init_script(RELAY_ONLY_SCRIPT)
-    return context
 
 
 def launch_in_namespace(browser_type, namespace: str, directory, extra_args=None):
