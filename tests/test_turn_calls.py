@@ -2,12 +2,12 @@
 (tests/support/turn.py) with the credentials Parley mints (TURN_SECRET, TURN_URLS).
 
 Browsers are relay-only through Parley's own setting (ICE_TRANSPORT_POLICY=relay, which the
-pages take from `hello`), so a call that connects at all went through coturn; each test
-also reads the selected candidate pair and coturn's log of granted allocations, so the relay
-is shown, not assumed. Test-only: coturn may relay to loopback (LOOPBACK_PEERS), since every peer here is
-on loopback; the shipped file denies that, as test_deploy_nginx.py checks. The `netns` test
-needs no such opening: browsers and the worker are in network namespaces that meet only at
-coturn's, and coturn gets just the documented allowed-peer-ip for the worker.
+pages take from `hello`), so a call that connects at all went through coturn; each test also
+reads the selected candidate pair and coturn's log of granted allocations, so the relay is
+shown, not assumed. Test-only: coturn may relay to loopback (LOOPBACK_PEERS), since every
+peer here is on loopback; the shipped file denies that, as test_deploy_nginx.py checks. The
+`netns` test needs no such opening: browsers and the worker are in network namespaces that
+meet only at coturn's, and coturn gets just the documented allowed-peer-ip for the worker.
 """
 
 from __future__ import annotations
