@@ -31,6 +31,9 @@ from tests.support.chromium import create_room, join_as_guest
 from tests.support.turn import Coturn, substitute
 from tests.test_settings_security import HTTPS_SETTINGS, example_env
 
+# The shipped nginx and coturn files, as deployed: the database only sits behind them.
+pytestmark = pytest.mark.deploy
+
 DEPLOY = servers.ROOT / "deploy"
 NGINX = shutil.which("nginx") or "/usr/sbin/nginx"
 

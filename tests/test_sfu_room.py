@@ -157,11 +157,11 @@ def test_the_aiortc_hooks_still_fit():
     hooks.check_aiortc()
 
 
-@pytest.mark.parametrize("servers", ["stun", "turn"])
-async def test_a_call_works_with_ice_servers_configured(settings, servers):
+async def test_a_call_works_with_ice_servers_configured(settings):
     """Configured ICE servers reach aiortc as RTCIceServer objects (dicts made every join
-    fail), the worker uses its own TURN credentials, not a member's, and a STUN or TURN
-    server that does not answer leaves loopback host candidates working."""
+    fail), the worker uses its own TURN credentials, not a member's, and STUN and TURN
+    servers that do not answer leave loopback host candidates working. (Both in one call:
+    each gathering waits out aioice's timeout on the dead servers.)"""
     from channels.layers import InMemoryChannelLayer
 
     from signaling.ice import ice_servers_for
@@ -169,16 +169,13 @@ async def test_a_call_works_with_ice_servers_configured(settings, servers):
     from tests.support.servers import free_port
 
     dead = f"127.0.0.1:{free_port()}"
-    if servers == "stun":
-        settings.ICE_SERVERS = settings.SFU_ICE_SERVERS = [{"urls": f"stun:{dead}"}]
-    else:
-        settings.ICE_SERVERS = settings.SFU_ICE_SERVERS = []
-        settings.TURN_SECRET, settings.TURN_URLS = "s3cret", [f"turn:{dead}"]
+    settings.ICE_SERVERS = settings.SFU_ICE_SERVERS = [{"urls": f"stun:{dead}"}]
+    settings.TURN_SECRET, settings.TURN_URLS = "s3cret", [f"turn:{dead}"]
     worker = SfuWorker(InMemoryChannelLayer(), worker_id="w1")
     worker_servers = worker.ice_servers()
-    if servers == "turn":
-        assert worker_servers[-1]["username"].endswith(":sfu-worker-w1")
-        assert ice_servers_for("g:7")[-1]["username"].endswith(":g:7")
+    assert worker_servers[0] == {"urls": f"stun:{dead}"}
+    assert worker_servers[-1]["username"].endswith(":sfu-worker-w1")
+    assert ice_servers_for("g:7")[-1]["username"].endswith(":g:7")
     room, directory = room_with_router(ice_servers=worker_servers)
     people = []
     try:
