@@ -156,13 +156,30 @@ async def wait_idle(pids: list[int], *, below: float = 3.0, limit: float = 20.0)
     return time.monotonic() - started
 
 
-class RssSampler:
+class Background:
+    """A bench helper whose `_run()` loops in a task of its own from start() to stop()."""
+
+    task: asyncio.Task | None = None
+
+    async def _run(self) -> None:
+        raise NotImplementedError
+
+    def start(self) -> None:
+        self.task = asyncio.create_task(self._run())
+
+    async def stop(self) -> None:
+        if self.task is not None:
+            self.task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self.task
+
+
+class RssSampler(Background):
     """VmRSS of one process every `interval` s, on the bench clock."""
 
     def __init__(self, pid: int, interval: float = 0.5):
         self.pid, self.interval = pid, interval
         self.samples: list[tuple[float, float]] = []
-        self.task: asyncio.Task | None = None
 
     def sample(self) -> float | None:
         value = rss_mb(self.pid)
@@ -174,15 +191,6 @@ class RssSampler:
         while True:
             self.sample()
             await asyncio.sleep(self.interval)
-
-    def start(self) -> None:
-        self.task = asyncio.create_task(self._run())
-
-    async def stop(self) -> None:
-        if self.task is not None:
-            self.task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self.task
 
     def between(self, start: float, end: float) -> list[tuple[float, float]]:
         return [(t, v) for t, v in self.samples if start <= t <= end]
@@ -823,7 +831,7 @@ def part_crash(args) -> None:
 # Part "spam": room creation under spam; slug choice against copies and table size
 
 
-class AckTimer:
+class AckTimer(Background):
     """A chat client in its own room sending at a fixed rate; send -> chat.ack per message,
     tagged with the phase it was sent in."""
 
@@ -832,7 +840,6 @@ class AckTimer:
         self.phase = "idle"
         self.sent: dict[str, tuple[float, str]] = {}
         self.latencies: dict[str, list[float]] = {}
-        self.task: asyncio.Task | None = None
         timer = self
 
         class Acks(dict):
@@ -855,14 +862,8 @@ class AckTimer:
             self.sent[client_id] = (time.perf_counter(), self.phase)
             await self.client.send(f"ack probe {n}", client_id=client_id)
 
-    def start(self) -> None:
-        self.task = asyncio.create_task(self._run())
-
     async def stop(self) -> None:
-        if self.task is not None:
-            self.task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self.task
+        await super().stop()
         with contextlib.suppress(TimeoutError):
             await self.client.wait_for(lambda c: not c.outbox, timeout=10)
 

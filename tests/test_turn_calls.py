@@ -114,6 +114,24 @@ GROUP_MEDIA = """async () => {
 }"""
 
 
+def group_call_pairs(contexts, room_name: str) -> list[tuple[str, dict]]:
+    """Two people join a new room's group call from `contexts`; once each page sees and hears
+    the other, the selected candidate pair of each of its connections that carried media."""
+    pages = [context.new_page() for context in contexts]
+    room_path = create_room(pages[0], room_name)
+    for page, name in zip(pages, ["Ann", "Bob"], strict=True):
+        join_as_guest(page, f"{room_path}call/", name)
+    pairs = []
+    for page in pages:
+        expect(page.locator("#call-status")).to_have_attribute("data-state", "live")
+        poll_page(page, GROUP_MEDIA, timeout=40)
+        for connection, carried in (("publishPc", "bytesSent"),
+                                    ("subscribePc", "bytesReceived")):
+            pairs.append((connection, relayed_pair(
+                page, f"window.parleyGroup.{connection}", carried)))
+    return pairs
+
+
 @pytest.mark.browser
 @pytest.mark.sfu
 def test_a_relay_only_group_call_goes_through_coturn_both_ways(
@@ -124,18 +142,9 @@ def test_a_relay_only_group_call_goes_through_coturn_both_ways(
     server = daphne_factory(**turn_env(coturn))
     contexts = [participant(chromium_browser, server.base_url) for _ in range(2)]
     try:
-        pages = [context.new_page() for context in contexts]
-        room_path = create_room(pages[0], "Relayed group call")
-        for page, name in zip(pages, ["Ann", "Bob"], strict=True):
-            join_as_guest(page, f"{room_path}call/", name)
-        for page in pages:
-            expect(page.locator("#call-status")).to_have_attribute("data-state", "live")
-            poll_page(page, GROUP_MEDIA, timeout=40)
-            for connection, carried in (("publishPc", "bytesSent"),
-                                        ("subscribePc", "bytesReceived")):
-                pair = relayed_pair(page, f"window.parleyGroup.{connection}", carried)
-                assert pair["local"] == "relay", (connection, pair)
-                assert set(pair["gathered"]) == {"relay"}, (connection, pair)
+        for connection, pair in group_call_pairs(contexts, "Relayed group call"):
+            assert pair["local"] == "relay", (connection, pair)
+            assert set(pair["gathered"]) == {"relay"}, (connection, pair)
         identities = coturn.allocating_identities()
         assert any(identity.startswith("sfu-worker-") for identity in identities), identities
         assert len({i for i in identities if not i.startswith("sfu-worker-")}) >= 2, identities
@@ -266,18 +275,9 @@ def test_a_group_call_between_namespaces_that_meet_only_at_the_turn_server(
 
         browser = launch_in_namespace(chromium_browser.browser_type, net.browser, tmp_path)
         contexts = [participant(browser, f"http://127.0.0.1:{port}") for _ in range(2)]
-        pages = [context.new_page() for context in contexts]
-        room_path = create_room(pages[0], "Namespaced group call")
-        for page, name in zip(pages, ["Ann", "Bob"], strict=True):
-            join_as_guest(page, f"{room_path}call/", name)
-        for page in pages:
-            expect(page.locator("#call-status")).to_have_attribute("data-state", "live")
-            poll_page(page, GROUP_MEDIA, timeout=40)
-            for connection, carried in (("publishPc", "bytesSent"),
-                                        ("subscribePc", "bytesReceived")):
-                pair = relayed_pair(page, f"window.parleyGroup.{connection}", carried)
-                assert pair["local"] == "relay", (connection, pair)
-                assert pair["remoteAddress"] == net.WORKER_IP, (connection, pair)
+        for connection, pair in group_call_pairs(contexts, "Namespaced group call"):
+            assert pair["local"] == "relay", (connection, pair)
+            assert pair["remoteAddress"] == net.WORKER_IP, (connection, pair)
         assert len(set(coturn.allocating_identities())) >= 2, coturn.allocating_identities()
     finally:
         if browser is not None:
