@@ -135,7 +135,11 @@ def join_room(request: HttpRequest, slug: str):
         return HttpResponseForbidden("Private rooms are for logged-in members.")
     form = JoinForm(request.POST)
     if not form.is_valid():  # e.g. a name that shows nothing, or an account's name
-        return render(request, "rooms/join.html", {"room": room, "form": form}, status=400)
+        # The page the visitor came from stays the destination: the re-rendered form's own
+        # path is the join URL, which only takes POSTs (a retried join ended on a 405).
+        return render(request, "rooms/join.html", {
+            "room": room, "form": form, "next": _safe_next(request) or room.get_absolute_url(),
+        }, status=400)
     join_as_guest(request.session, room, form.cleaned_data["name"])
     return redirect(_safe_next(request) or room.get_absolute_url())
 

@@ -83,6 +83,23 @@ def test_the_join_form_cleans_and_refuses_with_a_clear_error():
 
 
 @pytest.mark.django_db
+def test_a_join_retried_after_a_refused_name_lands_where_the_visitor_was_going():
+    """The re-rendered form kept its own URL (the POST-only join URL) as `next`: the second,
+    valid try ended on a 405 instead of the room or the call page."""
+    import re
+
+    room = services.create_room("Lounge", private=False)
+    guest = Client()
+    call_page = f"/rooms/{room.slug}/call/"
+    refused = guest.post(f"/rooms/{room.slug}/join/", {"name": "\u200b", "next": call_page})
+    assert refused.status_code == 400
+    kept = re.search(rb'name="next" value="([^"]*)"', refused.content).group(1).decode()
+    assert kept == call_page
+    joined = guest.post(f"/rooms/{room.slug}/join/", {"name": "Ann", "next": kept})
+    assert joined.status_code == 302 and joined["Location"] == call_page
+
+
+@pytest.mark.django_db
 @pytest.mark.parametrize("name", ["ALICE", "alice\u200b", "carol smith", " Carol \n Smith",
                                   "Dave"])
 def test_guests_cannot_take_an_accounts_name(name):
