@@ -118,6 +118,7 @@ async function startCall({ initiator, peer, peer_name: peerName }) {
   call.peer = peer;
   call.initiator = initiator;
   document.getElementById("peer-name").textContent = peerName || "";
+  document.getElementById("peer-line").hidden = !peerName; // no dangling "With" while alone
   setState("negotiating");
   const pc = new RTCPeerConnection({ iceServers, iceTransportPolicy });
   call.pc = pc;
