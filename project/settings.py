@@ -273,7 +273,8 @@ PARLEY = {
     # closed with 4408: ~25 s of a busy 200-person room; one slow phone must not hold
     # megabytes for each of a thousand sockets.
     "MAX_OUTBOUND_BYTES": int(env_number("PARLEY_MAX_OUTBOUND_BYTES", 512 * 1024)),
-    # HTTP rate limits (docs/protocol.md, Endpoint limits), counted in CACHES.
+    # HTTP rate limits (docs/protocol.md, Endpoint limits), counted in CACHES. Rooms per hour:
+    # a person sets up a few, an organiser a dozen; an address may be an office behind NAT.
     "ROOM_CREATE_PER_HOUR": int(env_number("PARLEY_ROOM_CREATE_PER_HOUR", 20)),
     "ROOM_CREATE_PER_HOUR_PER_ADDRESS": int(
         env_number("PARLEY_ROOM_CREATE_PER_HOUR_PER_ADDRESS", 60)),

@@ -22,9 +22,6 @@ from .ratelimit import WindowLimit, client_address
 
 # Rooms per lobby page: a screenful, and one presence lookup of that many rooms.
 LOBBY_PAGE_SIZE = 50
-# Rooms created per hour (settings.PARLEY keys, defaults): a person sets up a few rooms, an
-# organiser a dozen; one address may be an office behind NAT, so it gets more.
-ROOM_CREATE_LIMITS = {"ROOM_CREATE_PER_HOUR": 20, "ROOM_CREATE_PER_HOUR_PER_ADDRESS": 60}
 HOUR = 3600
 
 
@@ -55,8 +52,7 @@ def _room_creation_refused(request: HttpRequest) -> float | None:
     """Seconds to wait when this session (or account) or this address has created its
     hourly share of rooms, else None (and the creation is counted). The session is asked
     first, so one person's refused attempts do not use up the address's share."""
-    limits = {name: settings.PARLEY.get(name, default)
-              for name, default in ROOM_CREATE_LIMITS.items()}
+    limits = settings.PARLEY  # ROOM_CREATE_PER_HOUR(_PER_ADDRESS), why: project/settings.py
     if request.user.is_authenticated:
         who = f"u:{request.user.pk}"
     else:

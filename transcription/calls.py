@@ -42,11 +42,6 @@ EVENTS_CHANNEL = "oai-events"
 MAX_OFFER_BYTES = 64 * 1024
 MAX_CALL_SECONDS = 60 * 60  # as an OpenAI session
 CONNECT_TIMEOUT = 30  # a call whose media never arrives is closed after this
-# Calls one member may hold at once in one process (settings.PARLEY key, default): each holds
-# an engine stream (an upstream OpenAI connection, or a decoder) until it ends. A page has
-# one; two lets a reload start its call while the old one is still closing.
-MAX_CALLS_SETTING = "MAX_CALLS_PER_MEMBER"
-MAX_CALLS_PER_MEMBER = 2
 CALLS: dict[str, RealtimeCall] = {}
 # end() tasks of calls whose request was abandoned mid-answer (kept until done).
 _ENDING: set[asyncio.Task] = set()
@@ -195,7 +190,10 @@ async def create_call(request: HttpRequest) -> HttpResponse:
     if offer is None or b"m=audio" not in offer:
         return _error(400, "invalid_value", "The offer needs an audio section (and is at "
                                             f"most {MAX_OFFER_BYTES} bytes).", param="sdp")
-    limit = settings.PARLEY.get(MAX_CALLS_SETTING, MAX_CALLS_PER_MEMBER)
+    # Each call holds an engine stream (an upstream OpenAI connection, or a decoder) until it
+    # ends. A page has one; the default two lets a reload start its call while the old one
+    # is still closing.
+    limit = settings.PARLEY["MAX_CALLS_PER_MEMBER"]
     if sum(call.grant.speaker_key == grant.speaker_key for call in CALLS.values()) >= limit:
         return _error(429, "rate_limited", f"At most {limit} calls at once per member: end "
                                            "one first.", kind="rate_limit_error")

@@ -26,10 +26,6 @@ from .models import CaptionSegment
 MODES = ("proxy", "websocket", "webrtc")
 # Keys per browser session per minute: a page asks for one per connection; more is a loop.
 MINT_LIMIT_PER_MINUTE = 10
-# Keys per client address per minute (settings.PARLEY key, default): a fresh guest session
-# per request would dodge the session limit; an address may be an office of members.
-MINT_LIMIT_PER_ADDRESS_SETTING = "KEY_MINT_PER_MINUTE_PER_ADDRESS"
-MINT_LIMIT_PER_ADDRESS = 60
 # The body is a slug and a mode (under 200 bytes); anything much bigger is not a request.
 MAX_SESSION_BODY_BYTES = 4 * 1024
 
@@ -165,7 +161,9 @@ def _session_request(request: HttpRequest) -> dict | JsonResponse:
 
 
 def _address_refused(request: HttpRequest) -> bool:
-    limit = settings.PARLEY.get(MINT_LIMIT_PER_ADDRESS_SETTING, MINT_LIMIT_PER_ADDRESS)
+    # A fresh guest session per request would dodge the session limit; an address may be an
+    # office full of members, hence the generous default (60 a minute).
+    limit = settings.PARLEY["KEY_MINT_PER_MINUTE_PER_ADDRESS"]
     return WindowLimit("keys.address", limit, 60).hit(client_address(request)) is not None
 
 
