@@ -19,6 +19,7 @@ import sys
 import pytest
 from playwright.sync_api import expect
 
+from tests.support import servers
 from tests.support.chromium import (
     SELECTED_PAIR,
     create_room,
@@ -26,6 +27,7 @@ from tests.support.chromium import (
     participant,
     poll_page,
 )
+from tests.support.servers import free_port
 from tests.support.turn import LOOPBACK_PEERS, TURN_SECRET, Coturn
 
 
@@ -284,3 +286,136 @@ def test_a_group_call_between_namespaces_that_meet_only_at_the_turn_server(
             browser.close()
         for stop in reversed(stops):
             stop()
+
+
+# --- the page tells the truth when TURN is the problem (static/parley/ice-health.js) ------
+
+TURN_REFUSED_TEXT = "relay server (TURN) refused"
+TURN_UNREACHABLE_TEXT = "relay server (TURN) cannot be reached"
+
+
+@pytest.mark.browser
+@pytest.mark.sfu
+def test_a_group_call_whose_turn_server_refuses_the_credentials_says_so_and_offers_a_retry(
+        chromium_browser, daphne_factory, coturn):
+    """Relay-only, with Parley's TURN_SECRET not the one coturn has (a misconfiguration):
+    coturn answers 401, and the page says the relay refused, with "Try again", instead of
+    staying on "Joining…" or claiming to be in the call. Trying again fails the same way."""
+    server = daphne_factory(**{**turn_env(coturn), "TURN_SECRET": "not-the-coturn-secret"})
+    context = participant(chromium_browser, server.base_url)
+    try:
+        page = context.new_page()
+        room_path = create_room(page, "Refused relay")
+        join_as_guest(page, f"{room_path}call/", "Ann")
+        status = page.locator("#call-status")
+        expect(status).to_have_attribute("data-state", "media-failed", timeout=20000)
+        expect(status).to_contain_text(TURN_REFUSED_TEXT)
+        retry = page.locator("#join")
+        expect(retry).to_be_visible()
+        expect(retry).to_have_text("Try again")
+        retry.click()
+        expect(status).to_have_attribute("data-state", "media-failed", timeout=20000)
+        expect(status).to_contain_text(TURN_REFUSED_TEXT)
+    finally:
+        context.close()
+
+
+@pytest.mark.browser
+def test_a_direct_call_whose_turn_server_is_unreachable_says_so_on_both_sides(
+        chromium_browser, daphne_factory):
+    """Relay-only with a TURN URL nothing listens at (TCP, so Chromium learns at once): both
+    people see that the relay cannot be reached and a "Try again" button, not an endless
+    "Connecting to the other person…"."""
+    closed = f"turn:127.0.0.1:{free_port()}?transport=tcp"
+    server = daphne_factory(TURN_SECRET=TURN_SECRET, TURN_URLS=closed, ICE_SERVERS="[]",
+                            ICE_TRANSPORT_POLICY="relay")
+    contexts = [participant(chromium_browser, server.base_url) for _ in range(2)]
+    try:
+        pages = [context.new_page() for context in contexts]
+        room_path = create_room(pages[0], "Unreachable relay")
+        for page, name in zip(pages, ["Ann", "Bob"], strict=True):
+            join_as_guest(page, f"{room_path}direct/video/", name)
+        for page in pages:
+            status = page.locator("#call-status")
+            expect(status).to_have_attribute("data-state", "media-failed", timeout=20000)
+            expect(status).to_contain_text(TURN_UNREACHABLE_TEXT)
+            expect(page.locator("#retry")).to_be_visible()
+    finally:
+        for context in contexts:
+            context.close()
+
+
+# A stand-in RTCPeerConnection (an EventTarget with the states watchIce reads), driven
+# through a script of events; returns what watchIce reported, in order.
+WATCH_SCRIPT = """async ([relayOnly, steps]) => {
+  const { watchIce } = await import("/static/parley/ice-health.js");
+  const pc = new EventTarget();
+  Object.assign(pc, { connectionState: "new", iceGatheringState: "new" });
+  const reported = [];
+  watchIce(pc, { relayOnly, onProblem: (problem) => reported.push(problem) });
+  for (const [kind, value] of steps) {
+    let event;
+    if (kind === "candidate") {
+      event = new Event("icecandidate");
+      event.candidate = { type: value };
+    } else if (kind === "error") {
+      event = new Event("icecandidateerror");
+      Object.assign(event, { url: "turn:turn.example:3478", errorCode: value, errorText: "x" });
+    } else {
+      pc[kind === "gathering" ? "iceGatheringState" : "connectionState"] = value;
+      event = new Event(kind === "gathering" ? "icegatheringstatechange"
+                                             : "connectionstatechange");
+    }
+    pc.dispatchEvent(event);
+  }
+  return reported;
+}"""
+
+
+@pytest.mark.browser
+@pytest.mark.parametrize(("relay_only", "steps", "expected"), [
+    # Host candidates, no TURN: a failed connection is the network's fault.
+    (False, [["gathering", "gathering"], ["candidate", "host"], ["gathering", "complete"],
+             ["connection", "failed"]], ["ice_failed"]),
+    # TURN configured but unreachable, and direct paths failed too: the relay is the news.
+    (False, [["candidate", "host"], ["error", 701], ["connection", "failed"]],
+     ["turn_unreachable"]),
+    # TURN gave a candidate and the pair still failed: not TURN's reachability.
+    (True, [["gathering", "gathering"], ["candidate", "relay"], ["gathering", "complete"],
+            ["connection", "failed"]], ["ice_failed"]),
+    # Relay-only, gathering complete with a 401: refused, said once even when it then fails.
+    (True, [["gathering", "gathering"], ["error", 401], ["gathering", "complete"],
+            ["connection", "failed"]], ["turn_refused"]),
+    # Relay-only, nothing answered: unreachable; connecting later clears it.
+    (True, [["gathering", "gathering"], ["gathering", "complete"],
+            ["connection", "connected"]], ["turn_unreachable", None]),
+    # A healthy call reports nothing.
+    (False, [["candidate", "host"], ["connection", "connected"]], []),
+])
+def test_the_ice_watch_names_the_problem_people_can_act_on(
+        chromium_browser, relay_only, steps, expected):
+    """ice-health.js's decision, in Chromium, for states a real network takes too long to
+    reach in a test (a failed pair is ~30 s of checks; an unanswered UDP relay ~40 s)."""
+    page = chromium_browser.new_page()
+    try:
+        serve_static(page)
+        assert page.evaluate(WATCH_SCRIPT, [relay_only, steps]) == expected
+    finally:
+        page.close()
+
+
+def serve_static(page, origin: str = "http://parley.test") -> None:
+    """Open an empty page at `origin` whose /static/ is this checkout's static/ (no server:
+    Playwright answers the requests), so the page can import Parley's ES modules."""
+    static = servers.ROOT / "static"
+
+    def answer(route):
+        path = route.request.url.removeprefix(origin)
+        if path.startswith("/static/"):
+            route.fulfill(path=str(static / path.removeprefix("/static/")),
+                          content_type="text/javascript")
+        else:
+            route.fulfill(body="<!doctype html><title>static</title>", content_type="text/html")
+
+    page.route(f"{origin}/**", answer)
+    page.goto(f"{origin}/")

@@ -6,6 +6,7 @@
 import { SfuError, SfuEvent, sfuSocket } from "./sfu-protocol.js";
 import { RoomClient } from "./rooms-protocol.js";
 import { CaptionBoard } from "./captions.js";
+import { iceProblemMessage, watchIce } from "./ice-health.js";
 
 const root = document.getElementById("group-call");
 const statusEl = document.getElementById("call-status");
@@ -20,6 +21,8 @@ let iceTransportPolicy = "all"; // "relay": TURN only (ICE_TRANSPORT_POLICY), fr
 
 // Level above which a participant counts as speaking (getStats audioLevel, 0..1).
 const SPEAKING_LEVEL = 0.02;
+// A join the server has not confirmed by then is reported, with a retry, not left "Joining…".
+const JOIN_TIMEOUT_MS = 15000;
 
 const call = {
   state: "idle",
@@ -32,6 +35,7 @@ const call = {
   muted: { audio: false, video: false },
   captions: false,
   republished: false,
+  joinTimer: null,
 };
 window.parleyGroup = call; // for debugging and browser tests
 
@@ -57,7 +61,8 @@ async function onEvent(event) {
       if (call.wantJoined) await join();
       return;
     case "joined":
-      setStatus("live", "In the call");
+      clearTimeout(call.joinTimer);
+      if (call.state !== "media-failed") setStatus("live", "In the call");
       return;
     case "publish-answer":
       await call.publishPc.setRemoteDescription({ type: "answer", sdp: event.sdp });
@@ -76,6 +81,7 @@ async function onEvent(event) {
       return;
     case SfuEvent.SUBSCRIBE_LOST:
       if (call.subscribePc) {
+        call.subscribePc.stopIceWatch();
         call.subscribePc.close();
         call.tracksByMid.clear();
         newSubscribeConnection();
@@ -110,8 +116,28 @@ async function onEvent(event) {
   }
 }
 
+// Both connections must carry media; whichever fails first says why, and the page offers a
+// retry (a fresh join). If it connects after all, the page goes back to "In the call".
+function onIceProblem(problem, detail) {
+  if (problem) {
+    console.warn("group call media", problem, detail);
+    offerRetry("media-failed", iceProblemMessage(problem));
+  } else if (call.state === "media-failed") {
+    setStatus("live", "In the call");
+    joinButton.hidden = true;
+  }
+}
+
+function offerRetry(state, text) {
+  setStatus(state, text);
+  joinButton.textContent = "Try again";
+  joinButton.hidden = false;
+}
+
 function newPeerConnection(target) {
   const pc = new RTCPeerConnection({ iceServers, iceTransportPolicy, bundlePolicy: "max-bundle" });
+  pc.stopIceWatch = watchIce(pc, { relayOnly: iceTransportPolicy === "relay",
+                                   onProblem: onIceProblem });
   pc.onicecandidate = ({ candidate }) => {
     if (candidate && candidate.candidate) {
       client.send({ type: "candidate", target, candidate: candidate.toJSON() });
@@ -132,7 +158,10 @@ function newSubscribeConnection() {
 // Offer our tracks on a fresh publish connection (also after publish-lost / publish_failed,
 // when the server has replaced its side).
 async function publish() {
-  if (call.publishPc) call.publishPc.close();
+  if (call.publishPc) {
+    call.publishPc.stopIceWatch();
+    call.publishPc.close();
+  }
   call.publishPc = newPeerConnection("publish");
   for (const track of call.localStream.getTracks()) {
     call.publishPc.addTransceiver(track, { direction: "sendonly", streams: [call.localStream] });
@@ -144,13 +173,16 @@ async function publish() {
 async function join() {
   closeConnections();
   setStatus("joining", "Joining…");
+  joinButton.hidden = true;
+  leaveButton.hidden = false;
+  call.joinTimer = setTimeout(() => {
+    if (call.state === "joining") offerRetry("failed", "The call server did not answer.");
+  }, JOIN_TIMEOUT_MS);
   client.send({ type: "join" });
   call.republished = false;
   newSubscribeConnection();
   await publish();
   if (call.muted.audio || call.muted.video) client.send({ type: "mute", ...call.muted });
-  joinButton.hidden = true;
-  leaveButton.hidden = false;
 }
 
 async function answerSubscribeOffer(sdp) {
@@ -162,7 +194,13 @@ async function answerSubscribeOffer(sdp) {
 }
 
 function closeConnections() {
-  for (const pc of [call.publishPc, call.subscribePc]) if (pc) pc.close();
+  clearTimeout(call.joinTimer);
+  for (const pc of [call.publishPc, call.subscribePc]) {
+    if (pc) {
+      pc.stopIceWatch();
+      pc.close();
+    }
+  }
   call.publishPc = null;
   call.subscribePc = null;
   call.tracksByMid.clear();
@@ -256,6 +294,7 @@ leaveButton.addEventListener("click", () => {
   closeConnections();
   setStatus("left", "You left the call.");
   leaveButton.hidden = true;
+  joinButton.textContent = "Join";
   joinButton.hidden = false;
 });
 // Captions are the call's, not one person's: the worker transcribes everyone's audio while

@@ -4,6 +4,7 @@
 // `ready`. Only the initiator (the newcomer) ever offers, including ICE restarts, so offers
 // never collide.
 import { SignalingClient } from "./signaling-protocol.js";
+import { iceProblemMessage, watchIce } from "./ice-health.js";
 
 const root = document.getElementById("direct");
 const slug = root.dataset.slug;
@@ -47,12 +48,33 @@ const STATUS_TEXT = {
   "hung-up": "You left the call.",
   forbidden: "You are not allowed in this room.",
   offline: "Offline",
+  "media-failed": "", // the text is the ice-health.js message
 };
 
 function setState(state, detail = "") {
   call.state = state;
   statusEl.dataset.state = state;
-  statusEl.textContent = STATUS_TEXT[state] + (detail ? ` ${detail}` : "");
+  statusEl.textContent = [STATUS_TEXT[state], detail].filter(Boolean).join(" ");
+  retryButton.hidden = state !== "media-failed";
+}
+
+// Retry after a media problem: leave and join again, so both sides start a fresh connection
+// (the newcomer offers, as always).
+const retryButton = document.getElementById("retry");
+retryButton.addEventListener("click", () => {
+  signaling.leave();
+  closePeerConnection();
+  signaling.join();
+  setState("connecting");
+});
+
+function onIceProblem(problem, detail) {
+  if (problem) {
+    console.warn("direct call media", problem, detail);
+    setState("media-failed", iceProblemMessage(problem));
+  } else if (call.state === "media-failed") {
+    setState("connected");
+  }
 }
 
 const signaling = new SignalingClient(slug, mode, onSignal);
@@ -128,6 +150,9 @@ async function startCall({ initiator, peer, peer_name: peerName }) {
     }
   };
   pc.onconnectionstatechange = () => onConnectionState(pc);
+  // After the handler above, so that on "failed" the problem, not "Reconnecting…", shows.
+  call.stopIceWatch = watchIce(pc, { relayOnly: iceTransportPolicy === "relay",
+                                     onProblem: onIceProblem });
   if (mode === "video") {
     for (const track of call.localStream.getTracks()) pc.addTrack(track, call.localStream);
     pc.ontrack = ({ streams }) => {
@@ -214,6 +239,8 @@ function restartIce(pc) {
 
 function closePeerConnection() {
   clearTimeout(call.restartTimer);
+  if (call.stopIceWatch) call.stopIceWatch();
+  call.stopIceWatch = null;
   if (call.channel) call.channel.close();
   if (call.pc) call.pc.close();
   call.pc = null;
