@@ -32,30 +32,67 @@ async def close_all(room, people) -> None:
     await room.close()
 
 
-@pytest.mark.parametrize("size", [3, 6])
-async def test_everyone_receives_everyone_else(size):
-    """Each participant decodes every other participant's audio and video."""
-    room, _, people = await call_of(size)
+async def assert_everyone_receives_everyone_else(room, people) -> None:
+    size = len(people)
+    for person in people:
+        others = [p.id for p in people if p is not person]
+        await person.wait_for(
+            lambda person=person, others=others: all(
+                person.receiving_from(o, frames=10) for o in others
+            ),
+            timeout=40,
+        )
+        video_sizes = [person.sizes[person.mids_of(o)["video"]] for o in others]
+        assert video_sizes == [(160, 120)] * (size - 1)
+        assert len(person.participants) == size
+    stats = room.stats()
+    assert stats == {"members": size, "publications": 2 * size,
+                     "forwarded_tracks": 2 * size * (size - 1)}
+    # Forwarded, not transcoded: each publication's frames went out as they came.
+    publication = room.members["m0"].publications["video"]
+    assert publication.codec == "VP8" and publication.frames > 10
+
+
+async def test_everyone_receives_everyone_else():
+    """Each of three participants decodes every other participant's audio and video."""
+    room, _, people = await call_of(3)
     try:
-        for person in people:
-            others = [p.id for p in people if p is not person]
-            await person.wait_for(
-                lambda person=person, others=others: all(
-                    person.receiving_from(o, frames=10) for o in others
-                ),
-                timeout=40,
-            )
-            video_sizes = [person.sizes[person.mids_of(o)["video"]] for o in others]
-            assert video_sizes == [(160, 120)] * (size - 1)
-            assert len(person.participants) == size
-        stats = room.stats()
-        assert stats == {"members": size, "publications": 2 * size,
-                         "forwarded_tracks": 2 * size * (size - 1)}
-        # Forwarded, not transcoded: each publication's frames went out as they came.
-        publication = room.members["m0"].publications["video"]
-        assert publication.codec == "VP8" and publication.frames > 10
+        await assert_everyone_receives_everyone_else(room, people)
     finally:
         await close_all(room, people)
+
+
+async def test_six_people_receive_everyone_with_stun_and_turn_configured(settings, tmp_path):
+    """The 6-person call as a deployment configures it: a real coturn as STUN and TURN
+    server, the worker with its own minted credentials (SFU_ICE_SERVERS plus TURN_SECRET),
+    each person with theirs. Everyone decodes everyone; coturn handed out relays to the
+    worker and to the people, so the servers took part in every gathering."""
+    from channels.layers import InMemoryChannelLayer
+
+    from signaling.ice import ice_servers_for
+    from signaling.sfu.worker import SfuWorker
+    from tests.support.turn import LOOPBACK_PEERS, TURN_SECRET, Coturn
+
+    coturn = Coturn.start(tmp_path, extra=LOOPBACK_PEERS)
+    stun = [{"urls": f"stun:127.0.0.1:{coturn.port}"}]
+    settings.ICE_SERVERS = settings.SFU_ICE_SERVERS = stun
+    settings.TURN_SECRET, settings.TURN_URLS = TURN_SECRET, [coturn.url]
+    room, directory = room_with_router(
+        ice_servers=SfuWorker(InMemoryChannelLayer(), worker_id="w6").ice_servers())
+    people = []
+    try:
+        for n in range(6):
+            person = Participant(room, f"m{n}", f"Person {n}",
+                                 ice_servers=ice_servers_for(f"member-{n}"))
+            directory[person.id] = person
+            people.append(person)
+            await person.join()
+        await assert_everyone_receives_everyone_else(room, people)
+        identities = set(coturn.allocating_identities())
+        assert {"sfu-worker-w6", *(f"member-{n}" for n in range(6))} <= identities, identities
+    finally:
+        await close_all(room, people)
+        coturn.stop()
 
 
 async def test_a_leavers_tracks_are_removed_from_everyone():
