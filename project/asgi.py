@@ -9,7 +9,6 @@ loop stops; see close_media.
 """
 
 import asyncio
-import contextlib
 import logging
 import os
 import sys
@@ -59,16 +58,20 @@ async def close_media() -> None:
     when their connection closes: with one open, Python's exit waits for them forever (daphne
     stopped listening on SIGTERM and never ended, holding the offline decoder processes its
     atexit handler would have stopped)."""
-    from signaling.sfu.worker import stop_local_workers
+    from signaling.sfu.worker import STOP_GRACE_SECONDS, stop_local_workers
     from transcription.calls import CALLS
 
     try:
         await stop_local_workers()
     except Exception:
         logging.getLogger(__name__).exception("stopping the in-process SFU worker failed")
-    for call in list(CALLS.values()):
-        with contextlib.suppress(Exception):
-            await call.end()
+    ends = [call.end() for call in list(CALLS.values())]
+    try:
+        async with asyncio.timeout(STOP_GRACE_SECONDS):
+            await asyncio.gather(*ends, return_exceptions=True)
+    except TimeoutError:
+        logging.getLogger(__name__).warning("realtime calls still closing after %s s; "
+                                            "stopping anyway", STOP_GRACE_SECONDS)
 
 
 def close_media_on_daphne_shutdown() -> None:

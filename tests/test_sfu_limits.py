@@ -198,3 +198,36 @@ async def test_the_last_leave_ends_the_calls_lane_and_room(worker_and_layer):
     await lane
     assert worker.rooms == {} and worker.lanes == {} and worker.members == {}
     assert room.closed and room.tasks == set()
+
+
+async def test_stop_returns_when_a_connection_never_finishes_closing(worker_and_layer,
+                                                                      monkeypatch):
+    """A close stuck on the network (a TURN allocation's deletion waiting for a TURN server
+    that is gone) does not hold the worker's stop, so SIGTERM still ends the process; the
+    other call's connections are closed meanwhile, not after it."""
+    from signaling.sfu import room as room_module
+    from signaling.sfu import worker as worker_module
+
+    make, layer = worker_and_layer
+    worker = make(worker_id="stuck-close")
+    for room, member in (("a", "a1"), ("b", "b1")):
+        await next_event(layer, await join(layer, worker, room, member), "joined")
+    stuck_pc = worker.rooms["a"].members["a1"].publish_pc
+    other_pcs = [worker.rooms["b"].members["b1"].publish_pc,
+                 worker.rooms["b"].members["b1"].subscribe_pc]
+    never = asyncio.Event()
+    real_close = room_module.close_connection
+
+    async def close_connection(pc):
+        if pc is stuck_pc:
+            await never.wait()
+        await real_close(pc)
+
+    monkeypatch.setattr(room_module, "close_connection", close_connection)
+    monkeypatch.setattr(worker_module, "STOP_GRACE_SECONDS", 0.5)
+    async with asyncio.timeout(30):  # a failure, not a hang, where stop() waits forever
+        await worker.stop()
+    assert worker.rooms == {} and worker.lanes == {}
+    assert [pc.connectionState for pc in other_pcs] == ["closed", "closed"]
+    never.set()
+    await real_close(stuck_pc)

@@ -213,13 +213,15 @@ class SfuRoom:
         for member in members:
             for publication in member.publications.values():
                 publication.close()
-            await self._close_connections(member)
+        # All at once: a connection's close can wait on the network (deleting a TURN
+        # allocation waits out aioice's retries when the TURN server is gone).
+        await asyncio.gather(*(self._close_connections(member) for member in members))
 
     @staticmethod
     async def _close_connections(member: Member) -> None:
-        for pc in (member.publish_pc, member.subscribe_pc):
-            if pc is not None:
-                await close_connection(pc)
+        await asyncio.gather(*(close_connection(pc) for pc in (member.publish_pc,
+                                                               member.subscribe_pc)
+                               if pc is not None))
 
     # --- publish side (the browser offers) ------------------------------------------------
     def _publish_connection(self, member: Member) -> RTCPeerConnection:

@@ -44,6 +44,9 @@ COMMANDS = {
 # publish, answers, trickled candidates), so 16 members starting at once fit four times over.
 # Past it a command is refused (`call_busy`) rather than held without bound.
 ROOM_QUEUE_LIMIT = 4096
+# How long stop() waits for its rooms' connections to close before the process may exit
+# (SIGTERM "within a few seconds", issue #11).
+STOP_GRACE_SECONDS = 5
 
 
 def worker_channel(worker_id: str) -> str:
@@ -99,13 +102,24 @@ class SfuWorker:
         with contextlib.suppress(Exception):
             await self.directory.forget(self.id)
         rooms, self.rooms = list(self.rooms.values()), {}
-        for room in rooms:
-            try:
-                await room.close()
-            except Exception:  # one room must not leave the others' connections open
-                log.exception("closing SFU room %s failed", room.key)
+        try:
+            async with asyncio.timeout(STOP_GRACE_SECONDS):
+                await asyncio.gather(*(self._close_room(room) for room in rooms))
+        except TimeoutError:
+            # Every connection's media (and so its decoder thread) stopped first; what is
+            # left is its transports' goodbyes, e.g. a TURN allocation's deletion that waits
+            # out aioice's retries because the TURN server is gone. The process may exit.
+            log.warning("peer connections still closing after %s s; stopping anyway",
+                        STOP_GRACE_SECONDS)
         self.members.clear()
         self.routes.clear()
+
+    @staticmethod
+    async def _close_room(room: SfuRoom) -> None:
+        try:
+            await room.close()
+        except Exception:  # one room must not leave the others' connections open
+            log.exception("closing SFU room %s failed", room.key)
 
     async def _beat(self) -> None:
         while True:
