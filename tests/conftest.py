@@ -113,15 +113,6 @@ def sfu_worker_factory(live_database, redis_server):
 
 
 
-@pytest.fixture(scope="session")
-def caption_model() -> str:
-    """A language model of CAPTION_SENTENCES: deterministic offline and stand-in transcripts."""
-    from tests.support.speech import CAPTION_SENTENCES
-    from transcription.language_model import write_arpa
-
-    return str(write_arpa(CAPTION_SENTENCES, servers.scratch_dir() / "captions.lm"))
-
-
 @pytest.fixture
 def speaking_browser(chromium_browser):
     """A second Chromium whose fake microphone plays CAPTION_SENTENCES once per capture."""

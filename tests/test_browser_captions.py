@@ -8,7 +8,7 @@ from playwright.sync_api import expect
 
 from tests.support.chromium import create_room, join_as_guest, participant
 from tests.support.speech import CAPTION_SENTENCES
-from transcription.language_model import word_error_rate
+from transcription.scoring import word_error_rate
 
 pytestmark = [pytest.mark.browser, pytest.mark.transcription]
 
@@ -19,8 +19,8 @@ MAX_WORD_ERROR_RATE = 0.15
 
 
 def test_speech_becomes_everyones_captions_and_is_stored(
-        chromium_browser, speaking_browser, daphne_factory, caption_model):
-    server = daphne_factory(OFFLINE_LM=caption_model)
+        chromium_browser, speaking_browser, daphne_factory):
+    server = daphne_factory()
     contexts = [participant(chromium_browser, server.base_url) for _ in range(3)]
     speaker_context = participant(speaking_browser, server.base_url)
     try:
@@ -71,8 +71,8 @@ def test_speech_becomes_everyones_captions_and_is_stored(
 
 
 def test_webrtc_mode_without_openai_uses_parleys_own_calls_endpoint(
-        chromium_browser, speaking_browser, daphne_factory, caption_model):
-    server = daphne_factory(OFFLINE_LM=caption_model)
+        chromium_browser, speaking_browser, daphne_factory):
+    server = daphne_factory()
     bob_context = participant(chromium_browser, server.base_url)
     ann_context = participant(speaking_browser, server.base_url)
     try:

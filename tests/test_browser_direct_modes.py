@@ -12,7 +12,7 @@ from playwright.sync_api import expect
 from tests.support.chromium import create_room, join_as_guest, participant
 from tests.support.openai_standin import standin_in_thread
 from tests.support.speech import CAPTION_SENTENCES
-from transcription.language_model import word_error_rate
+from transcription.scoring import word_error_rate
 
 pytestmark = [pytest.mark.browser, pytest.mark.transcription]
 
@@ -20,8 +20,8 @@ API_KEY = "sk-standin-browser"
 
 
 @pytest.fixture
-def standin(caption_model):
-    with standin_in_thread(api_key=API_KEY, lm_path=caption_model) as server:
+def standin():
+    with standin_in_thread(api_key=API_KEY) as server:
         yield server
 
 

@@ -88,13 +88,13 @@ def test_three_people_over_two_processes_and_a_worker_process(
 
 @pytest.mark.transcription
 def test_call_captions_come_from_the_worker_and_reach_everyone(
-        chromium_browser, speaking_browser, daphne_factory, caption_model):
+        chromium_browser, speaking_browser, daphne_factory):
     """Captions on: the SFU worker transcribes Ann's forwarded audio (no second upload); Bob's
     call page and a room page show her words, and they are stored."""
     from tests.support.speech import CAPTION_SENTENCES
-    from transcription.language_model import word_error_rate
+    from transcription.scoring import word_error_rate
 
-    server = daphne_factory(OFFLINE_LM=caption_model)
+    server = daphne_factory()
     bob_context = participant(chromium_browser, server.base_url)
     ann_context = participant(speaking_browser, server.base_url)
     try:

@@ -193,13 +193,13 @@ class Site:
 
 
 @pytest.fixture
-def site(live_database, redis_server, caption_model):
+def site(live_database, redis_server):
     """nginx over two daphne processes as the units run them, sharing Redis, with the
     documented production HTTPS settings."""
     if not os.path.exists(NGINX):
         pytest.fail("nginx is not installed: `make test` installs Debian's nginx")
     env = {name: value for name, value in example_env().items() if name in HTTPS_SETTINGS}
-    env.update(REDIS_URL=redis_server.url, OFFLINE_LM=caption_model)
+    env.update(REDIS_URL=redis_server.url)
     daphnes: list[UnitDaphne] = []
     nginx = None
     try:

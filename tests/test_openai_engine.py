@@ -14,11 +14,10 @@ from channels.testing import WebsocketCommunicator
 from project.asgi import application
 from rooms import services
 from tests.support.openai_standin import StandinServer
-from tests.support.servers import free_port, scratch_dir
+from tests.support.servers import free_port
 from tests.support.sockets import close_db_connections, connected, guest_session_key
-from tests.support.speech import speech_pcm24k
+from tests.support.speech import said, speech_pcm24k
 from transcription import keys
-from transcription.language_model import write_arpa
 from transcription.models import CaptionSegment
 
 pytestmark = [pytest.mark.django_db(transaction=True), pytest.mark.transcription]
@@ -36,14 +35,9 @@ def speech() -> list[bytes]:
     return [speech_pcm24k([sentence], gap_seconds=1.0) for sentence in SENTENCES]
 
 
-@pytest.fixture(scope="module")
-def language_model() -> str:
-    return str(write_arpa(SENTENCES, scratch_dir() / "openai-engine.lm"))
-
-
 @pytest.fixture
-async def standin(settings, language_model):
-    server = StandinServer(api_key=API_KEY, lm_path=language_model)
+async def standin(settings):
+    server = StandinServer(api_key=API_KEY)
     await server.start()
     settings.OPENAI_API_KEY = API_KEY
     settings.OPENAI_BASE_URL = server.base_url
@@ -114,12 +108,12 @@ async def test_speech_is_transcribed_by_openai_shared_and_stored(standin, speech
             "input_audio_buffer.speech_started", "input_audio_buffer.speech_stopped",
             "input_audio_buffer.committed", COMPLETED]
     transcripts = [e["transcript"] for e in events if e["type"] == COMPLETED]
-    assert transcripts == SENTENCES
+    assert said(transcripts) == SENTENCES
 
     record = standin.sessions[0]
     assert record.auth == "bearer" and record.query.get("intent") == "transcription"
     segments = await stored(room)
-    assert [s.text for s in segments] == SENTENCES
+    assert said([s.text for s in segments]) == SENTENCES
     assert {s.engine for s in segments} == {"openai"} and {s.speaker_name for s in segments} \
         == {"Ann"}
     assert [s.previous_item_id for s in segments[1:]] == [s.item_id for s in segments[:-1]]
@@ -128,7 +122,7 @@ async def test_speech_is_transcribed_by_openai_shared_and_stored(standin, speech
         caption = await listener.receive_json_from(timeout=10)
         if caption["type"] == "caption" and caption["final"]:
             finals.append(caption["text"])
-    assert finals == SENTENCES
+    assert said(finals) == SENTENCES
     await listener.disconnect()
 
 
@@ -141,7 +135,7 @@ async def test_failed_turns_are_reported_and_not_stored(standin, speech):
         events = await events_until(ann, ends(2))
     ends_seen = [e["type"] for e in events if e["type"] in (COMPLETED, FAILED)]
     assert ends_seen == [FAILED, COMPLETED]
-    assert [s.text for s in await stored(room)] == [SENTENCES[1]]
+    assert said([s.text for s in await stored(room)]) == [SENTENCES[1]]
 
 
 async def test_out_of_order_completions_keep_the_spoken_order(standin, speech):
@@ -153,10 +147,10 @@ async def test_out_of_order_completions_keep_the_spoken_order(standin, speech):
         await say(ann, speech[0] + speech[1])
         events = await events_until(ann, ends(2))
     completed = [e["transcript"] for e in events if e["type"] == COMPLETED]
-    assert completed == [SENTENCES[1], SENTENCES[0]]  # as the stand-in sent them
+    assert said(completed) == [SENTENCES[1], SENTENCES[0]]  # as the stand-in sent them
     segments = await stored(room)
     # Stored in spoken order, chained by previous_item_id.
-    assert [s.text for s in segments] == SENTENCES[:2]
+    assert said([s.text for s in segments]) == SENTENCES[:2]
     assert segments[1].previous_item_id == segments[0].item_id
 
 
@@ -177,9 +171,9 @@ async def test_a_dropped_connection_is_reported_and_recovered(standin, speech):
         await say(ann, speech[2])
         events = await events_until(ann, lambda ev: any(
             e["type"] == COMPLETED for e in ev))
-    assert [e["transcript"] for e in events if e["type"] == COMPLETED] == [SENTENCES[2]]
+    assert said([e["transcript"] for e in events if e["type"] == COMPLETED]) == [SENTENCES[2]]
     texts = [s.text for s in await stored(room)]
-    assert texts[0] == SENTENCES[0] and texts[-1] == SENTENCES[2]
+    assert said(texts[0]) == SENTENCES[0] and said(texts[-1]) == SENTENCES[2]
 
 
 async def test_an_expired_session_is_replaced_without_bothering_the_user(standin, speech):
@@ -192,7 +186,7 @@ async def test_an_expired_session_is_replaced_without_bothering_the_user(standin
         await say(ann, speech[0])
         events = await events_until(ann, ends(1))
     assert not [e for e in events if e["type"] == "error"]
-    assert [s.text for s in await stored(room)] == [SENTENCES[0]]
+    assert said([s.text for s in await stored(room)]) == [SENTENCES[0]]
 
 
 async def test_rotation_keeps_times_and_turn_order_continuous(standin, speech, settings):
@@ -208,7 +202,7 @@ async def test_rotation_keeps_times_and_turn_order_continuous(standin, speech, s
         await say(ann, speech[1][CHUNK:])
         await events_until(ann, ends(1))
     segments = await stored(room)
-    assert [s.text for s in segments] == SENTENCES[:2]
+    assert said([s.text for s in segments]) == SENTENCES[:2]
     assert segments[1].previous_item_id == segments[0].item_id
     assert segments[0].ended_at <= segments[1].started_at  # audio time runs on
 

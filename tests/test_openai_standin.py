@@ -32,7 +32,7 @@ from tests.support.openai_standin import (
     standin_in_thread,
 )
 from tests.support.speech import speech_pcm24k
-from transcription.language_model import words_of, write_arpa
+from transcription.scoring import words_of
 
 pytestmark = pytest.mark.transcription
 
@@ -51,11 +51,6 @@ MANUAL = {"type": "transcription", "audio": {"input": {"turn_detection": None}}}
 
 
 @pytest.fixture(scope="module")
-def lm_path(tmp_path_factory) -> str:
-    return str(write_arpa(SENTENCES, tmp_path_factory.mktemp("lm") / "sentences.arpa"))
-
-
-@pytest.fixture(scope="module")
 def two_sentences() -> bytes:
     return speech_pcm24k(SENTENCES[:2], gap_seconds=1.0)
 
@@ -67,8 +62,8 @@ def sentence_audio() -> list[bytes]:
 
 
 @pytest.fixture
-async def server(lm_path):
-    server = StandinServer(api_key=KEY, lm_path=lm_path)
+async def server():
+    server = StandinServer(api_key=KEY)
     await server.start()
     yield server
     await server.stop()

@@ -38,7 +38,8 @@ from transcription import engines, keys
 pytestmark = [pytest.mark.django_db(transaction=True), pytest.mark.fuzz]
 
 EXAMPLES = int(os.environ.get("PARLEY_FUZZ_EXAMPLES", "60"))
-# A /v1/realtime case opens an offline decoder stream (~0.4 s with pocketsphinx): fewer cases.
+# A /v1/realtime case opens an offline engine stream (a VAD session, and the model once per
+# process): fewer cases.
 REALTIME_EXAMPLES = max(1, EXAMPLES // 3)
 FUZZ = settings(max_examples=EXAMPLES, deadline=None, derandomize=True, database=None,
                 suppress_health_check=[HealthCheck.function_scoped_fixture,

@@ -3,13 +3,14 @@ speaker) takes PCM16 mono 24 kHz and emits the Realtime API's server events, whi
 is behind it.
 
 `open_stream()` picks the engine from settings: OpenAI Realtime when `OPENAI_API_KEY` is set
-(or TRANSCRIPTION_ENGINE=openai), the offline pocketsphinx engine otherwise.
+(or TRANSCRIPTION_ENGINE=openai), the offline Whisper engine otherwise.
 """
 
 from __future__ import annotations
 
 import contextlib
 from collections.abc import Callable
+from pathlib import Path
 from typing import Protocol
 
 from django.conf import settings
@@ -89,10 +90,10 @@ def open_stream(on_event: EventSink, name: str | None = None) -> TranscriptionSt
 
 
 class OfflineStream:
-    """The offline engine behind the stream interface: one warm decoder thread per stream."""
+    """The offline engine behind the stream interface: a stream of the process's shared
+    engine (in a decoder process, or a thread of this one)."""
 
     engine = CaptionSegment.Engine.OFFLINE
-    model = "pocketsphinx-en-us"
 
     _ids = iter(range(1, 1 << 62))
 
@@ -100,6 +101,7 @@ class OfflineStream:
         self.on_event = on_event
         self.key = f"offline-{next(self._ids)}"
         self.offline = shared_engine()
+        self.model = offline_model_name(self.offline.config.model)
         self.session_id = "sess_" + new_item_id().removeprefix("item_")
 
     async def start(self) -> None:
@@ -139,6 +141,12 @@ class OfflineStream:
 
     def describe(self) -> dict:
         return session_description(self.session_id, self.model)
+
+
+def offline_model_name(setting: str) -> str:
+    """What sessions report as their model: `whisper-tiny.en` for the bundled weights, else
+    `whisper-<name or directory name>`."""
+    return "whisper-" + (Path(setting).name if setting else "tiny.en")
 
 
 def session_description(session_id: str, model: str) -> dict:

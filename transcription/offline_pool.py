@@ -1,11 +1,11 @@
-"""Offline decoding in worker processes, so speakers use every core.
+"""Offline decoding in worker processes (OFFLINE_PROCESSES), never on the event loop.
 
-pocketsphinx holds the GIL while it decodes: two speakers on two threads of one process took
-2.36x the time of one (bench/transcription.py), so a daphne process carried about four
-speakers however many cores it had. Here each DecoderProcess is a child process hosting the
-decoders of many speakers; a speaker stays on one child for its whole stream (its decoder is
-warm there). The parent talks to a child over a pipe, with one thread sending and one
-receiving, so the event loop never blocks on the pipe.
+Each DecoderProcess is a child process with one loaded Whisper model, hosting the streams of
+many speakers; a speaker stays on one child for its whole stream. The child handles one
+request at a time, so its model is never used by two speakers at once, and it skips partial
+decodes while more requests wait in its pipe (load shedding: partials go first). The parent
+talks to a child over a pipe, with one thread sending and one receiving, so the event loop
+never blocks on the pipe.
 
 Order: a child sends a request's events before the request's completion, and the receiving
 thread hands both to the event loop in that order, so a caller that awaited a request has
@@ -21,6 +21,7 @@ import itertools
 import logging
 import multiprocessing
 import multiprocessing.util  # its exit handler (killing children) must run after ours
+import os
 import queue
 import threading
 from collections.abc import Callable
@@ -28,30 +29,32 @@ from collections.abc import Callable
 log = logging.getLogger(__name__)
 
 
+STOP_WAIT_SECONDS = 1.0
+
+
 class DecoderProcessDied(RuntimeError):
     pass
 
 
 def serve(conn, config) -> None:
-    """The child's main loop: requests in, events and completions out, until the pipe ends."""
+    """The child's main loop: requests in, events and completions out, until the pipe ends.
+    Then the child exits at once: the interpreter's own shutdown (the model's and
+    onnxruntime's teardown) took seconds, which every daphne stop waited for."""
     from .offline import SpeakerStream
 
     streams = {}
     while True:
         try:
-            operation, stream_id, request, argument = conn.recv()
+            operation, stream_id, request, arguments = conn.recv()
         except (EOFError, OSError):
-            return
+            os._exit(0)  # nothing to flush: every reply went out before the pipe ended
         try:
             if operation == "open":
                 streams[stream_id] = SpeakerStream(
-                    lambda event, key=stream_id: conn.send(("event", key, event)), config)
-            elif operation == "feed":
-                streams[stream_id].feed(argument)
-            elif operation == "commit":
-                streams[stream_id].commit()
-            elif operation == "clear":
-                streams[stream_id].clear()
+                    lambda event, key=stream_id: conn.send(("event", key, event)), config,
+                    busy=conn.poll)
+            elif operation in ("feed", "commit", "clear"):
+                getattr(streams[stream_id], operation)(*(arguments or ()))
             elif operation == "close":
                 streams.pop(stream_id).finish()
             conn.send(("done", request, None))
@@ -82,14 +85,14 @@ class DecoderProcess:
     def load(self) -> int:
         return len(self.sinks)
 
-    async def request(self, operation: str, stream_id: str, argument=None) -> None:
+    async def request(self, operation: str, stream_id: str, arguments: tuple = ()) -> None:
         if not self.alive:
             raise DecoderProcessDied("the decoder process has exited")
         loop = asyncio.get_running_loop()
         future = loop.create_future()
         request = next(self._requests)
         self.pending[request] = (loop, future)
-        self.outbox.put((operation, stream_id, request, argument))
+        self.outbox.put((operation, stream_id, request, arguments))
         error = await future
         if error:
             raise DecoderProcessDied(error) if not self.alive else RuntimeError(error)
@@ -125,12 +128,16 @@ class DecoderProcess:
         self.pending.clear()
 
     def stop(self) -> None:
+        """End the child. Requests still queued in its pipe (audio of streams whose owners
+        are gone) are worth nothing now: it gets a moment to reach the pipe's end, then is
+        killed, so a server stop never waits for a decode backlog."""
         self.alive = False
         self.outbox.put(None)
         self.conn.close()
-        self.process.join(timeout=5)
+        self.process.join(timeout=STOP_WAIT_SECONDS)
         if self.process.is_alive():
             self.process.kill()
+            self.process.join(timeout=5)
 
 
 def _call_soon(loop: asyncio.AbstractEventLoop, callback, *args) -> None:
@@ -173,8 +180,8 @@ class ProcessPool:
             self._forget(stream_id)
             raise
 
-    async def call(self, operation: str, stream_id: str, argument=None) -> None:
-        await self.placement[stream_id].request(operation, stream_id, argument)
+    async def call(self, operation: str, stream_id: str, arguments: tuple = ()) -> None:
+        await self.placement[stream_id].request(operation, stream_id, arguments)
 
     async def close(self, stream_id: str) -> None:
         try:

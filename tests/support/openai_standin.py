@@ -4,8 +4,8 @@ demos (spec: ../shared/notes/transcription-facts.md).
 Parley talks to it exactly as to OpenAI: the official SDK (`base_url`/`websocket_base_url`
 pointed here), browsers with a plain WebSocket (subprotocols `realtime` +
 `openai-insecure-api-key.<key>`) or WebRTC (`POST /v1/realtime/calls`). Transcripts are real:
-pocketsphinx recognises each turn's audio (give it a small language model for deterministic
-text), and an energy VAD on 20 ms frames finds the turns. Faults (delays, failed turns, dropped
+Parley's offline Whisper model recognises each turn's audio, and an energy VAD on 20 ms frames
+finds the turns. Faults (delays, failed turns, dropped
 connections, reordered completions, expiry, bad keys, quota) are injected through `Faults`, or
 `POST /_standin/faults` for a server in another process.
 
@@ -55,10 +55,8 @@ import copy
 import json
 import math
 import operator
-import os
 import re
 import secrets
-import tempfile
 import threading
 import time
 from array import array
@@ -67,7 +65,6 @@ from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
 from dataclasses import asdict, dataclass, field, fields
-from pathlib import Path
 from typing import Any
 
 import av
@@ -451,39 +448,15 @@ def split_deltas(transcript: str) -> list[str]:
 
 # --- Recognition ---------------------------------------------------------------------------
 
-def lm_dictionary(lm_path: str) -> str:
-    """A pronunciation dictionary of just the language model's words, as a temporary file.
-
-    With the full 134k-word dictionary pocketsphinx takes 9-13 s to load even a ten-word model
-    (measured); with only the model's words (all a model search can output anyway) 15 ms.
-    """
-    from pocketsphinx import Config
-
-    words: set[str] = set()
-    in_unigrams = False
-    for line in Path(lm_path).read_text(encoding="utf-8").splitlines():
-        if line.startswith("\\"):
-            in_unigrams = line.strip() == "\\1-grams:"
-        elif in_unigrams and line.strip():
-            words.add(line.split()[1])
-    entries = [line for line in Path(Config()["dict"]).read_text(encoding="utf-8").splitlines()
-               if re.sub(r"\(\d+\)$", "", line.split(" ", 1)[0]) in words]
-    handle, path = tempfile.mkstemp(prefix="standin-", suffix=".dict")
-    with os.fdopen(handle, "w", encoding="utf-8") as out:
-        out.write("\n".join(entries) + "\n")
-    return path
-
-
 class _Recogniser:
-    """One warm pocketsphinx decoder per session, used only from the session's own thread
-    (ending an utterance can block for seconds, so never on the event loop)."""
+    """One session's recognition with Parley's offline Whisper model (the process's loaded
+    model, transcription/offline.py), used only from the session's own thread (a decode can
+    take a second, so never on the event loop)."""
 
-    def __init__(self, lm_path: str | None, dict_path: str | None):
-        self.lm_path, self.dict_path = lm_path, dict_path
+    def __init__(self) -> None:
         self.executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="standin-stt")
-        self.decoder: Any = None
-        self.resampler: av.AudioResampler | None = None
-        self.pts = 0
+        self.resample: Any = None
+        self.audio: list[Any] = []
 
     def run(self, ops: list[tuple]) -> list[tuple[asyncio.Future, str | BaseException]]:
         """Apply ("start",) / ("audio", pcm24k) / ("end", future) / ("discard",) in order;
@@ -493,54 +466,34 @@ class _Recogniser:
             if op[0] == "start":
                 self._start()
             elif op[0] == "audio":
-                self._process(op[1])
+                self.audio.append(self.resample(bytes(op[1])))
             elif op[0] == "end":
                 try:
                     results.append((op[1], self._end()))
                 except Exception as exc:  # a broken turn fails alone, as a failed event
                     results.append((op[1], exc))
             elif op[0] == "discard":
-                with contextlib.suppress(Exception):
-                    self._end()
+                self.audio = []
         return results
 
     def _start(self) -> None:
-        if self.decoder is None:
-            from pocketsphinx import Decoder
+        from transcription.offline import Resampler
 
-            self.decoder = Decoder(samprate=DECODER_RATE, lm=self.lm_path,
-                                   dict=self.dict_path) if self.lm_path \
-                else Decoder(samprate=DECODER_RATE)
-        # A fresh resampler per utterance: a flushed one cannot be reused, and the filter
-        # must not carry the end of one turn into the next.
-        self.resampler = av.AudioResampler(format="s16", layout="mono", rate=DECODER_RATE)
-        self.pts = 0
-        self.decoder.start_utt()
-
-    def _resample(self, pcm: bytes | bytearray | None) -> bytes:
-        assert self.resampler is not None
-        frame = None
-        if pcm:
-            samples = len(pcm) // BYTES_PER_SAMPLE
-            frame = av.AudioFrame(format="s16", layout="mono", samples=samples)
-            frame.planes[0].update(pcm[:samples * BYTES_PER_SAMPLE])
-            frame.sample_rate, frame.pts = INPUT_RATE, self.pts
-            self.pts += samples
-        return b"".join(bytes(out.planes[0])[:out.samples * BYTES_PER_SAMPLE]
-                        for out in self.resampler.resample(frame))
-
-    def _process(self, pcm: bytearray) -> None:
-        data = self._resample(pcm)
-        if data:
-            self.decoder.process_raw(data, False, False)
+        # A fresh resampler per utterance: the filter must not carry one turn into the next.
+        self.resample, self.audio = Resampler(), []
 
     def _end(self) -> str:
-        tail = self._resample(None)
-        if tail:
-            self.decoder.process_raw(tail, False, False)
-        self.decoder.end_utt()
-        hyp = self.decoder.hyp()
-        return " ".join(hyp.hypstr.split()) if hyp is not None else ""
+        import numpy as np
+
+        from transcription.offline import model_location, whisper_model
+
+        audio, self.audio = self.audio, []
+        if not audio or not sum(len(a) for a in audio):
+            return ""
+        segments, _ = whisper_model(model_location(""), 1).transcribe(
+            np.concatenate(audio), language="en", beam_size=1, temperature=0.0,
+            condition_on_previous_text=False, without_timestamps=True, vad_filter=False)
+        return " ".join(segment.text.strip() for segment in segments).strip()
 
     def close(self) -> None:
         self.executor.shutdown(wait=False, cancel_futures=True)
@@ -629,7 +582,7 @@ class _Session:
         self.send_lock = asyncio.Lock()
         self.events_sent = 0
         self.dropped = self.closed = False
-        self.recogniser = _Recogniser(server.lm_path, server._dict_path)
+        self.recogniser = _Recogniser()
         self.tasks: set[asyncio.Task] = set()
         # Audio state.
         self.pending = b""  # less than one VAD frame
@@ -993,10 +946,8 @@ async def _preflight(request: web.Request) -> web.Response:
 class StandinServer:
     """The stand-in's HTTP/WebSocket/WebRTC endpoints, on an aiohttp server."""
 
-    def __init__(self, *, api_key: str = "sk-standin-test", lm_path: str | None = None,
-                 faults: Faults | None = None):
+    def __init__(self, *, api_key: str = "sk-standin-test", faults: Faults | None = None):
         self.api_key = api_key
-        self.lm_path = lm_path
         self.faults = faults or Faults()
         self.sessions: list[SessionRecord] = []
         self.client_secrets: dict[str, ClientSecret] = {}
@@ -1008,7 +959,6 @@ class StandinServer:
         self._peer_connections: set[Any] = set()
         self._runner: web.AppRunner | None = None
         self._changed: asyncio.Event | None = None
-        self._dict_path: str | None = None
 
     @property
     def base_url(self) -> str:
@@ -1021,8 +971,6 @@ class StandinServer:
     async def start(self, host: str = "127.0.0.1", port: int = 0) -> None:
         self._changed = asyncio.Event()
         self.loop = asyncio.get_running_loop()
-        if self.lm_path and self._dict_path is None:
-            self._dict_path = await asyncio.to_thread(lm_dictionary, self.lm_path)
         app = web.Application(client_max_size=MAX_EVENT_BYTES, middlewares=[_cors])
         app.router.add_route("OPTIONS", "/{tail:.*}", _preflight)
         app.router.add_post("/v1/realtime/client_secrets", self._create_client_secret)
@@ -1047,10 +995,6 @@ class StandinServer:
         if self._runner is not None:
             await self._runner.cleanup()
             self._runner = None
-        if self._dict_path is not None:
-            with contextlib.suppress(OSError):
-                os.unlink(self._dict_path)
-            self._dict_path = None
 
     async def wait_for_sessions(self, count: int, timeout: float = 10) -> None:
         await self.wait_until(lambda: len(self.sessions) >= count, timeout)
@@ -1420,7 +1364,7 @@ def standin_in_thread(**kwargs: Any) -> Iterator[StandinServer]:
 
 
 async def _serve(args: argparse.Namespace) -> None:
-    server = StandinServer(api_key=args.api_key, lm_path=args.lm)
+    server = StandinServer(api_key=args.api_key)
     await server.start(args.host, args.port)
     print(f"OpenAI Realtime stand-in listening on {server.base_url} "
           f"(WebSocket {server.ws_base_url}/realtime)", flush=True)
@@ -1434,7 +1378,6 @@ def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--host", default="127.0.0.1")
     parser.add_argument("--port", type=int, default=8765)
-    parser.add_argument("--lm", help="an ARPA language model for pocketsphinx")
     parser.add_argument("--api-key", default="sk-standin-test")
     with contextlib.suppress(KeyboardInterrupt):
         asyncio.run(_serve(parser.parse_args(argv)))

@@ -14,15 +14,16 @@ from pathlib import Path
 CAPTION_SENTENCES = ["good morning everyone", "please open the window", "thank you for listening"]
 
 
-def speech_pcm24k(sentences: list[str], gap_seconds: float = 1.5) -> bytes:
-    """The sentences spoken one after another with silence around each, as raw PCM."""
+def speech_pcm24k(sentences: list[str], gap_seconds: float = 1.5, voice: str = "en-us") -> bytes:
+    """The sentences spoken one after another (espeak-ng `voice`) with silence around each,
+    as raw PCM."""
     if not shutil.which("espeak-ng") or not shutil.which("sox"):
         raise RuntimeError("espeak-ng and sox are missing: `make test` installs them")
     with tempfile.TemporaryDirectory() as tmp:
         parts = []
         for n, sentence in enumerate(sentences):
             raw = Path(tmp, f"s{n}.wav")
-            subprocess.run(["espeak-ng", "-v", "en-us", "-s", "150", "-w", str(raw), sentence],
+            subprocess.run(["espeak-ng", "-v", voice, "-s", "150", "-w", str(raw), sentence],
                            check=True)
             padded = Path(tmp, f"p{n}.wav")
             subprocess.run(["sox", "-R", str(raw), "-r", "24000", "-c", "1", "-b", "16",
@@ -50,3 +51,14 @@ def speech_wav(sentences: list[str], path: Path, gap_seconds: float = 1.5) -> Pa
         w.setframerate(24000)
         w.writeframes(pcm)
     return path
+
+
+def said(text):
+    """What a transcript says, as the sentences above are written: lower case, no
+    punctuation, small numbers spelled out ("Good morning, everyone." -> "good morning
+    everyone"). A list gives a list."""
+    from transcription.scoring import words_of
+
+    if isinstance(text, str):
+        return " ".join(words_of(text))
+    return [said(item) for item in text]
