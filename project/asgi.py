@@ -5,7 +5,8 @@ sockets are key-authenticated. All carry the Django session and user.
 
 Shutdown: daphne has no ASGI lifespan, so a Twisted "before shutdown" trigger closes the
 process's WebRTC connections (the in-process SFU worker, `/v1/realtime/calls`) before the
-loop stops; see close_media.
+loop stops; see close_media. HTTP requests still running (the caption feed's streams) end as
+if their clients had hung up; see http.
 """
 
 import asyncio
@@ -49,7 +50,60 @@ async def websockets(scope, receive, send):
     return await app(scope, receive, send)
 
 
-application = ProtocolTypeRouter({"http": django_asgi_app, "websocket": websockets})
+# Running HTTP requests (to Django), each with the event that ends it as a hang-up would.
+_http_requests: dict[asyncio.Task, asyncio.Event] = {}
+
+
+async def http(scope, receive, send):
+    """Django's HTTP handler, which a server stop ends as a client's disconnect does.
+
+    A streaming response (the caption feed) runs until its client goes. At a stop, daphne
+    cancels every application instance, but its loop raises (KeyError) at a request that
+    finished on a still-open connection and cancels none after it; and Django's handler,
+    when it is cancelled, leaves its response and disconnect tasks running without an owner.
+    Either way the response's cleanup never ran and the interpreter crashed (SIGSEGV)
+    collecting the tasks at exit. So a cancel, or end_http_requests() at shutdown, becomes an
+    `http.disconnect`, which Django answers by cancelling the response itself."""
+    stopping = asyncio.Event()
+
+    async def receive_until_stopped():
+        message = asyncio.ensure_future(receive())
+        stopped = asyncio.ensure_future(stopping.wait())
+        try:
+            await asyncio.wait({message, stopped}, return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            for task in (message, stopped):
+                task.cancel()
+        if message.done() and not message.cancelled():
+            return message.result()
+        return {"type": "http.disconnect"}
+
+    request = asyncio.ensure_future(django_asgi_app(scope, receive_until_stopped, send))
+    _http_requests[request] = stopping
+    request.add_done_callback(lambda done: _http_requests.pop(done, None))
+    try:
+        await asyncio.shield(request)
+    except asyncio.CancelledError:
+        stopping.set()
+        await request
+        raise
+
+
+async def end_http_requests() -> None:
+    """End every running HTTP request as if its client had hung up, and wait (bounded)."""
+    from signaling.sfu.worker import STOP_GRACE_SECONDS
+
+    for stopping in _http_requests.values():
+        stopping.set()
+    if _http_requests:
+        _done, pending = await asyncio.wait(list(_http_requests), timeout=STOP_GRACE_SECONDS)
+        if pending:
+            logging.getLogger(__name__).warning("%s HTTP requests still running after %s s; "
+                                                "stopping anyway", len(pending),
+                                                STOP_GRACE_SECONDS)
+
+
+application = ProtocolTypeRouter({"http": http, "websocket": websockets})
 
 
 async def close_media() -> None:
@@ -75,15 +129,19 @@ async def close_media() -> None:
 
 
 def close_media_on_daphne_shutdown() -> None:
-    """Run close_media when daphne's Twisted reactor shuts down (SIGTERM, SIGINT), alongside
-    daphne's own cancelling of the application instances; the reactor waits for both."""
+    """Run close_media and end_http_requests when daphne's Twisted reactor shuts down
+    (SIGTERM, SIGINT), alongside daphne's own cancelling of the application instances; the
+    reactor waits for all of them."""
     reactor = sys.modules.get("twisted.internet.reactor")
     if reactor is None:
         return  # not served by daphne
     from twisted.internet.defer import Deferred
 
-    reactor.addSystemEventTrigger(
-        "before", "shutdown", lambda: Deferred.fromFuture(asyncio.ensure_future(close_media())))
+    for stop in (close_media, end_http_requests):
+        reactor.addSystemEventTrigger(
+            "before", "shutdown",
+            lambda stop=stop: Deferred.fromFuture(asyncio.ensure_future(stop())))
 
 
 close_media_on_daphne_shutdown()
+

@@ -12,10 +12,13 @@ from __future__ import annotations
 
 import re
 from collections.abc import Sequence
-from datetime import datetime, timedelta
-from typing import Protocol
+from datetime import UTC, datetime, timedelta
+from typing import TYPE_CHECKING, Protocol
 
-from rooms.identity import plain_line
+from rooms.identity import plain_line, public_id_for
+
+if TYPE_CHECKING:
+    from .models import CaptionSegment
 
 # What a transcript says for a speaker whose stored name shows nothing.
 UNNAMED_SPEAKER = "?"
@@ -103,3 +106,19 @@ FORMATS = {
     "vtt": (to_vtt, "text/vtt; charset=utf-8"),
     "srt": (to_srt, "application/x-subrip; charset=utf-8"),
 }
+
+
+def caption_json(segment: CaptionSegment) -> dict:
+    """A stored segment as JSON: transcript.json's segments and the caption feed's finals."""
+    return {
+        "item_id": segment.item_id, "previous_item_id": segment.previous_item_id or None,
+        # Rows stored before names were cleaned may hold line breaks or bidi controls.
+        "speaker": {"id": public_id_for(segment.speaker_key),
+                    "name": plain_line(segment.speaker_name)},
+        "text": segment.text, "engine": segment.engine,
+        "started_at": _utc(segment.started_at), "ended_at": _utc(segment.ended_at),
+    }
+
+
+def _utc(moment: datetime) -> str:
+    return moment.astimezone(UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")

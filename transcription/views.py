@@ -1,25 +1,33 @@
-"""Transcript downloads (/rooms/<slug>/transcript.txt|.vtt|.srt, members only) and
-transcription keys (POST /api/transcription-session)."""
+"""Transcript downloads (/rooms/<slug>/transcript.txt|.vtt|.srt, members only), the live
+caption feed and its overlay page (/rooms/<slug>/captions/stream|overlay, transcription/feed.py)
+and transcription keys (POST /api/transcription-session)."""
 
 from __future__ import annotations
 
 import json
 import time
-from datetime import UTC
 
+from asgiref.sync import sync_to_async
 from django.conf import settings
 from django.core.exceptions import RequestDataTooBig
-from django.http import Http404, HttpRequest, HttpResponse, JsonResponse
+from django.http import (
+    Http404,
+    HttpRequest,
+    HttpResponse,
+    HttpResponseForbidden,
+    JsonResponse,
+    StreamingHttpResponse,
+)
 from django.shortcuts import get_object_or_404, render
 from django.views.decorators.http import require_GET, require_POST
 
-from rooms.identity import participant_for, plain_line, public_id_for
+from rooms.identity import participant_for
 from rooms.models import Room
 from rooms.ratelimit import WindowLimit, client_address
 from rooms.views import enter_room
 
-from . import engines, upstream
-from .formats import FORMATS
+from . import engines, feed, upstream
+from .formats import FORMATS, caption_json
 from .keys import KeyGrant, mint_key
 from .models import CaptionSegment
 
@@ -59,21 +67,6 @@ def recent_transcript(request: HttpRequest, slug: str):
     return JsonResponse({"segments": [caption_json(segment) for segment in segments]})
 
 
-def caption_json(segment: CaptionSegment) -> dict:
-    return {
-        "item_id": segment.item_id, "previous_item_id": segment.previous_item_id or None,
-        # Rows stored before names were cleaned may hold line breaks or bidi controls.
-        "speaker": {"id": public_id_for(segment.speaker_key),
-                    "name": plain_line(segment.speaker_name)},
-        "text": segment.text, "engine": segment.engine,
-        "started_at": _utc(segment.started_at), "ended_at": _utc(segment.ended_at),
-    }
-
-
-def _utc(moment) -> str:
-    return moment.astimezone(UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
-
-
 @require_GET
 def captions_page(request: HttpRequest, slug: str):
     """Live captions for everyone in the room, and this member's own microphone as a source."""
@@ -82,6 +75,39 @@ def captions_page(request: HttpRequest, slug: str):
         return refusal
     return render(request, "transcription/captions.html", {
         "room": room, "participant": participant, "engine": engines.engine_name()})
+
+
+@require_GET
+async def caption_stream(request: HttpRequest, slug: str):
+    """The room's captions as Server-Sent Events (transcription/feed.py). Members only, as
+    the room page; a visitor who has not joined is refused (403), not shown the join form."""
+    # Not thread-sensitive: the request's own thread (and its database connection) would be
+    # held for as long as the stream lasts.
+    room, participant, refusal = await sync_to_async(enter_room, thread_sensitive=False)(
+        request, slug)
+    if refusal is not None:
+        return refusal if refusal.status_code != 200 else HttpResponseForbidden(
+            "Join the room first.", content_type="text/plain")
+    refused = feed.admit_feed(participant.key)
+    if refused is not None:
+        return HttpResponse(refused, status=429, content_type="text/plain",
+                            headers={"Retry-After": str(feed.RETRY_MS // 1000)})
+    after = feed.parse_position(request.headers.get("Last-Event-ID")
+                                or request.GET.get("after"))
+    response = StreamingHttpResponse(feed.CaptionFeed(room.pk, participant.key, after),
+                                     content_type="text/event-stream; charset=utf-8")
+    response["Cache-Control"] = "no-cache"
+    response["X-Accel-Buffering"] = "no"  # nginx: pass each event on as it comes
+    return response
+
+
+@require_GET
+def caption_overlay(request: HttpRequest, slug: str):
+    """The last caption lines, large, on a transparent page (an OBS browser source)."""
+    room, _participant, refusal = enter_room(request, slug)
+    if refusal is not None:
+        return refusal
+    return render(request, "transcription/caption_overlay.html", {"room": room})
 
 
 @require_POST
