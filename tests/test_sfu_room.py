@@ -78,7 +78,7 @@ async def test_six_people_receive_everyone_with_stun_and_turn_configured(setting
     settings.ICE_SERVERS = settings.SFU_ICE_SERVERS = stun
     settings.TURN_SECRET, settings.TURN_URLS = TURN_SECRET, [coturn.url]
     room, directory = room_with_router(
-        ice_servers=SfuWorker(InMemoryChannelLayer(), worker_id="w6").ice_servers())
+        ice_servers=SfuWorker(InMemoryChannelLayer(), worker_id="w6").ice_servers)
     people = []
     try:
         for n in range(6):
@@ -89,7 +89,8 @@ async def test_six_people_receive_everyone_with_stun_and_turn_configured(setting
             await person.join()
         await assert_everyone_receives_everyone_else(room, people)
         identities = set(coturn.allocating_identities())
-        assert {"sfu-worker-w6", *(f"member-{n}" for n in range(6))} <= identities, identities
+        assert {*(f"sfu-worker-w6.m{n}" for n in range(6)),
+                *(f"member-{n}" for n in range(6))} <= identities, identities
     finally:
         await close_all(room, people)
         coturn.stop()
@@ -196,7 +197,7 @@ def test_the_aiortc_hooks_still_fit():
 
 async def test_a_call_works_with_ice_servers_configured(settings):
     """Configured ICE servers reach aiortc as RTCIceServer objects (dicts made every join
-    fail), the worker uses its own TURN credentials, not a member's, and STUN and TURN
+    fail), the worker uses its own TURN credentials per member, not a member's, and STUN and TURN
     servers that do not answer leave loopback host candidates working. (Both in one call:
     each gathering waits out aioice's timeout on the dead servers.)"""
     from channels.layers import InMemoryChannelLayer
@@ -209,11 +210,11 @@ async def test_a_call_works_with_ice_servers_configured(settings):
     settings.ICE_SERVERS = settings.SFU_ICE_SERVERS = [{"urls": f"stun:{dead}"}]
     settings.TURN_SECRET, settings.TURN_URLS = "s3cret", [f"turn:{dead}"]
     worker = SfuWorker(InMemoryChannelLayer(), worker_id="w1")
-    worker_servers = worker.ice_servers()
+    worker_servers = worker.ice_servers("m0")
     assert worker_servers[0] == {"urls": f"stun:{dead}"}
-    assert worker_servers[-1]["username"].endswith(":sfu-worker-w1")
+    assert worker_servers[-1]["username"].endswith(":sfu-worker-w1.m0")
     assert ice_servers_for("g:7")[-1]["username"].endswith(":g:7")
-    room, directory = room_with_router(ice_servers=worker_servers)
+    room, directory = room_with_router(ice_servers=worker.ice_servers)
     people = []
     try:
         for n in range(2):

@@ -140,7 +140,7 @@ def test_a_relay_only_group_call_goes_through_coturn_both_ways(
         chromium_browser, daphne_factory, coturn):
     """Two relay-only pages in a group call see and hear each other through the SFU worker;
     both of each page's connections (publish, subscribe) run over a relay, and the worker
-    allocated relays with its own credentials (`sfu-worker-<id>`), not a member's."""
+    allocated relays with its own credentials (`sfu-worker-<id>.<member>`), not a member's."""
     server = daphne_factory(**turn_env(coturn))
     contexts = [participant(chromium_browser, server.base_url) for _ in range(2)]
     try:
@@ -168,9 +168,9 @@ async def test_the_sfu_worker_relays_with_its_own_minted_credentials(settings, c
 
     settings.ICE_SERVERS = settings.SFU_ICE_SERVERS = []
     settings.TURN_SECRET, settings.TURN_URLS = TURN_SECRET, [coturn.url]
-    worker_servers = SfuWorker(InMemoryChannelLayer(), worker_id="w1").ice_servers()
-    assert worker_servers[-1]["username"].endswith(":sfu-worker-w1")
-    room, directory = room_with_router(ice_servers=worker_servers)
+    worker = SfuWorker(InMemoryChannelLayer(), worker_id="w1")
+    assert worker.ice_servers("m0")[-1]["username"].endswith(":sfu-worker-w1.m0")
+    room, directory = room_with_router(ice_servers=worker.ice_servers)
     people = []
     try:
         for n in range(2):
@@ -199,7 +199,7 @@ async def test_the_sfu_worker_relays_with_its_own_minted_credentials(settings, c
                        if c.type == "host"):
                     assert worker_side[0] == "relay", worker_side
         identities = coturn.allocating_identities()
-        assert "sfu-worker-w1" in identities, identities
+        assert {"sfu-worker-w1.m0", "sfu-worker-w1.m1"} <= set(identities), identities
         assert {"member-0", "member-1"} <= set(identities), identities
     finally:
         for person in people:

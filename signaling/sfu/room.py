@@ -142,10 +142,12 @@ class Member:
 
 
 class SfuRoom:
-    def __init__(self, key: str, send: SendEvent, ice_servers: list[dict] | None = None,
+    def __init__(self, key: str, send: SendEvent,
+                 ice_servers: list[dict] | Callable[[str], list[dict]] | None = None,
                  max_members: int = DEFAULT_MAX_MEMBERS):
-        """`ice_servers`: the worker's own RTCIceServer dicts (signaling.ice.server_ice_servers),
-        used for every connection of the room."""
+        """`ice_servers`: the worker's own RTCIceServer dicts (signaling.ice.server_ice_servers)
+        for every connection of the room, or a function of the member id giving them for that
+        member's connections (SfuWorker.ice_servers: TURN credentials per member)."""
         self.key = key
         self.send = send
         self.ice_servers = ice_servers
@@ -224,8 +226,13 @@ class SfuRoom:
                                if pc is not None))
 
     # --- publish side (the browser offers) ------------------------------------------------
+    def _servers_for(self, member: Member) -> list[dict] | None:
+        if callable(self.ice_servers):
+            return self.ice_servers(member.id)
+        return self.ice_servers
+
     def _publish_connection(self, member: Member) -> RTCPeerConnection:
-        pc = peer_connection(self.ice_servers)
+        pc = peer_connection(self._servers_for(member))
         pc.on("track", lambda track: self._on_published(member, pc, track))
         pc.on("connectionstatechange", lambda: self._on_publish_state(member, pc))
         return pc
@@ -328,7 +335,7 @@ class SfuRoom:
     # --- subscribe side (the server offers) -----------------------------------------------
     async def _start_subscribe(self, member: Member) -> None:
         """Give `member` a fresh subscribe connection carrying everyone's publications."""
-        pc = peer_connection(self.ice_servers)
+        pc = peer_connection(self._servers_for(member))
         pc.on("connectionstatechange", lambda: self._on_subscribe_state(member, pc))
         member.subscribe_pc = pc
         member.subscriptions = {}

@@ -20,7 +20,6 @@ import asyncio
 import contextlib
 import logging
 import secrets
-import time
 
 from aiortc.sdp import candidate_from_sdp
 from django.conf import settings
@@ -71,16 +70,15 @@ class SfuWorker:
         self.routes: dict[str, tuple[str, str]] = {}
         self.lanes: dict[str, tuple[asyncio.Queue, asyncio.Task]] = {}  # room key -> lane
         self.tasks: list[asyncio.Task] = []
-        self._ice: tuple[float, list[dict]] | None = None  # (renew after, servers)
 
-    def ice_servers(self) -> list[dict]:
-        """The worker's own ICE servers for a new room: TURN credentials are minted for the
-        worker (`sfu-worker-<id>`), again once half their lifetime has passed."""
-        now = time.time()
-        if self._ice is None or now >= self._ice[0]:
-            self._ice = (now + settings.TURN_TTL_SECONDS / 2,
-                         server_ice_servers(f"sfu-worker-{self.id}"))
-        return self._ice[1]
+    def ice_servers(self, member_id: str = "") -> list[dict]:
+        """The worker's own ICE servers for a connection it opens for `member_id`: TURN
+        credentials minted for `sfu-worker-<id>.<member id>`, fresh for each connection. Per
+        member, not one name for the whole worker: coturn's `user-quota` counts allocations
+        per username, and one shared name capped a worker at 6 members (12 connections) in
+        all its calls (bench/sfu_forwarding.py, 2026-12-01)."""
+        identity = f"sfu-worker-{self.id}" + (f".{member_id}" if member_id else "")
+        return server_ice_servers(identity)
 
     def start(self) -> None:
         self.tasks = [asyncio.create_task(self._serve()), asyncio.create_task(self._beat())]
@@ -201,7 +199,7 @@ class SfuWorker:
             room = self.rooms.get(room_key)
             if room is None:
                 room = self.rooms[room_key] = SfuRoom(
-                    room_key, self._member_event, self.ice_servers(),
+                    room_key, self._member_event, self.ice_servers,
                     max_members=self.max_members)
             self.members[member_id] = (room_key, message["reply"])
             try:
