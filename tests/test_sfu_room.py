@@ -347,3 +347,36 @@ async def test_a_cancelled_close_does_not_break_aiortcs_own_close():
     ours.cancel()
     await own  # raised InvalidStateError when a plain pc.close() was cancelled
     assert pc.signalingState == "closed" and pc.connectionState == "closed"
+
+
+async def test_a_long_call_with_many_departures_keeps_its_subscribe_offers_small(
+        monkeypatch):
+    """Everyone who leaves leaves two inactive sections in the stayers' subscribe
+    connections (aiortc cannot remove them); past MAX_INACTIVE_SECTIONS the server replaces
+    the connection (`subscribe-lost`) instead of offering an ever larger SDP (after ~29
+    departures it outgrew the 64 KiB limit and the stayer could not renegotiate at all).
+    After resubscribing, the stayer receives who is there, on an offer with no dead
+    sections, and newcomers still reach it."""
+    from signaling.sfu import room as room_module
+
+    monkeypatch.setattr(room_module, "MAX_INACTIVE_SECTIONS", 4)
+    room, directory, people = await call_of(2)
+    stayer = people[0]
+    try:
+        await stayer.wait_for(lambda: stayer.receiving_from("m1", frames=5))
+        for n in range(3):  # three visitors come and go: six inactive sections
+            visitor = await add_person(room, directory, f"v{n}")
+            await stayer.wait_for(lambda v=visitor: stayer.receiving_from(v.id, frames=1))
+            await room.leave(visitor.id)
+            await visitor.close()
+        await stayer.wait_for(lambda: any(e["type"] == "subscribe-lost"
+                                          for e in stayer.received))
+        await stayer.resubscribe()
+        await stayer.wait_for(lambda: stayer.receiving_from("m1", frames=5))
+        server_side = room.members[stayer.id].subscribe_pc
+        assert [t.direction for t in server_side.getTransceivers()] == ["sendonly"] * 2
+        late = await add_person(room, directory, "late")
+        people.append(late)
+        await stayer.wait_for(lambda: stayer.receiving_from("late", frames=5))
+    finally:
+        await close_all(room, people)

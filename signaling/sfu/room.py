@@ -95,6 +95,17 @@ def prefer_forwarded_codecs(transceiver) -> None:
     transceiver.setCodecPreferences(codecs)
 
 
+# Sections of people who left stay in a subscribe connection as `inactive` (aiortc cannot
+# remove or reuse them): ~1.2 KB of SDP each, so a long call with much churn outgrew the
+# 64 KiB SDP limit after ~29 departures. Past this many, the connection is replaced instead
+# of renegotiated (`subscribe-lost`, then the client's `resubscribe`): with SFU_MAX_MEMBERS
+# 16, an offer stays under ~60 KB (30 live sections, 12 inactive, the data channel).
+MAX_INACTIVE_SECTIONS = 12
+LOST_MESSAGE = "Your subscribe connection failed; send 'resubscribe' for a new one."
+COMPACT_MESSAGE = ("Your subscribe connection is being replaced by a smaller one (people "
+                   "who left still took room in it); send 'resubscribe'.")
+
+
 def limits_text() -> str:
     return " and ".join(f"{n} {kind}" for kind, n in MAX_SECTIONS.items())
 
@@ -315,7 +326,13 @@ class SfuRoom:
                     changed[other.id] = other
             publication.close()
         for other in changed.values():
-            self.spawn(self._renegotiate(other), name=f"negotiate.{other.id}")
+            pc = other.subscribe_pc
+            if pc is not None and sum(t.direction == "inactive"
+                                      for t in pc.getTransceivers()) > MAX_INACTIVE_SECTIONS:
+                self.spawn(self._subscribe_lost(other, pc, COMPACT_MESSAGE),
+                           name=f"compact.{other.id}")
+            else:
+                self.spawn(self._renegotiate(other), name=f"negotiate.{other.id}")
 
     def _on_publish_state(self, member: Member, pc: RTCPeerConnection) -> None:
         if pc.connectionState not in ("failed", "closed") or self.closed:
@@ -374,18 +391,18 @@ class SfuRoom:
             return
         self.spawn(self._subscribe_lost(member, pc), name=f"subscribe-lost.{member.id}")
 
-    async def _subscribe_lost(self, member: Member, pc: RTCPeerConnection) -> None:
-        """A dead subscribe connection (ICE consent expired, DTLS failed, closed): forward
-        nothing more to it, close it, and tell the member, who may `resubscribe`."""
+    async def _subscribe_lost(self, member: Member, pc: RTCPeerConnection,
+                              message: str = LOST_MESSAGE) -> None:
+        """A dead subscribe connection (ICE consent expired, DTLS failed, closed), or one
+        being compacted: forward nothing more to it, close it, and tell the member, who
+        may `resubscribe`."""
         if pc is not member.subscribe_pc or self.members.get(member.id) is not member:
             return
-        log.info("member %s subscribe connection %s", member.id, pc.connectionState)
+        log.info("member %s subscribe connection %s: %s", member.id, pc.connectionState,
+                 message)
         self._drop_subscriptions(member)
         await close_connection(pc)
-        await self.send(member.id, {
-            "type": "subscribe-lost",
-            "message": "Your subscribe connection failed; send 'resubscribe' for a new one.",
-        })
+        await self.send(member.id, {"type": "subscribe-lost", "message": message})
         await self.send(member.id, self.participants_event(member))
 
     def _subscribe(self, member: Member, publication: Publication) -> bool:
