@@ -110,7 +110,7 @@ class Coturn:
 
     def allocating_identities(self) -> list[str]:
         """The identity of each allocation coturn logged as granted (verbose log), in order:
-        Parley's usernames are `<expiry>:<identity>`, e.g. `sfu-worker-w1.<member id>` or a member id."""
+        Parley's usernames are `<expiry>:<identity>`, e.g. `sfu-worker-w1.<member>`, a member id."""
         pattern = re.compile(r"user <\d+:([^>]*)>: incoming packet ALLOCATE processed, success")
         return [match.group(1) for match in pattern.finditer(self.log())]
 
