@@ -340,6 +340,8 @@ TRANSCRIPTION = {
     "OFFLINE_MODEL": os.environ.get("OFFLINE_MODEL", ""),
     # Words Whisper should expect (names, jargon), as its initial prompt.
     "OFFLINE_PROMPT": os.environ.get("OFFLINE_PROMPT", ""),
+    # Add each room's name, people and recent chat to that prompt (transcription/hints.py).
+    "OFFLINE_ROOM_HINTS": os.environ.get("OFFLINE_ROOM_HINTS", "1") not in ("0", "false", ""),
     # Child processes decoding offline speech, one model (~250 MB with tiny.en) each, shared
     # by the speakers it serves. 0: threads inside this process.
     "OFFLINE_PROCESSES": int(env_number("OFFLINE_PROCESSES", os.cpu_count() or 1)),

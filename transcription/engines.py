@@ -8,16 +8,22 @@ is behind it.
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
+import logging
+import time
 from collections.abc import Callable
 from pathlib import Path
 from typing import Protocol
 
 from django.conf import settings
 
+from . import hints
 from .models import CaptionSegment
 from .offline import new_item_id, shared_engine
 from .offline_pool import DecoderProcessDied
+
+log = logging.getLogger(__name__)
 
 EventSink = Callable[[dict], None]
 
@@ -80,36 +86,68 @@ def engine_name() -> str:
     return choice
 
 
-def open_stream(on_event: EventSink, name: str | None = None) -> TranscriptionStream:
-    """A new, not yet started stream on the configured engine."""
+def open_stream(on_event: EventSink, name: str | None = None,
+                room_id: int | None = None) -> TranscriptionStream:
+    """A new, not yet started stream on the configured engine, for a speaker in `room_id`
+    (the offline engine takes the room's words as hints)."""
     if (name or engine_name()) == "openai":
         from .openai_engine import OpenAIStream
 
         return OpenAIStream(on_event)
-    return OfflineStream(on_event)
+    return OfflineStream(on_event, room_id)
 
 
 class OfflineStream:
     """The offline engine behind the stream interface: a stream of the process's shared
-    engine (in a decoder process, or a thread of this one)."""
+    engine (in a decoder process, or a thread of this one). With a room (and
+    OFFLINE_ROOM_HINTS), the room's name, people and recent chat are the decoder's hints,
+    fetched at the start and again every hints.REFRESH_SECONDS by one task this stream owns."""
 
     engine = CaptionSegment.Engine.OFFLINE
 
     _ids = iter(range(1, 1 << 62))
 
-    def __init__(self, on_event: EventSink):
+    def __init__(self, on_event: EventSink, room_id: int | None = None):
         self.on_event = on_event
+        self.room_id = room_id if settings.TRANSCRIPTION["OFFLINE_ROOM_HINTS"] else None
+        self.hints = ""
+        self.hinted_at = 0.0
+        self.refresh: asyncio.Task | None = None
         self.key = f"offline-{next(self._ids)}"
         self.offline = shared_engine()
         self.model = offline_model_name(self.offline.config.model)
         self.session_id = "sess_" + new_item_id().removeprefix("item_")
 
     async def start(self) -> None:
-        await self._guarded(self.offline.open(self.key, self.on_event))
+        if self.room_id is not None:
+            self.hints = await self._room_hints()
+        await self._guarded(self.offline.open(self.key, self.on_event, self.hints))
         self.on_event({"type": "session.created", "session": self.describe()})
 
     async def feed(self, pcm24k: bytes) -> None:
+        if (self.room_id is not None and self.refresh is None
+                and time.monotonic() - self.hinted_at > hints.REFRESH_SECONDS):
+            self.refresh = asyncio.create_task(self._refresh_hints())
         await self._guarded(self.offline.feed(self.key, pcm24k))
+
+    async def _room_hints(self) -> str:
+        self.hinted_at = time.monotonic()
+        try:
+            return await hints.fetch_room_hints(self.room_id)
+        except Exception:  # hints help; their absence must never stop captions
+            log.warning("room hints for room %s failed", self.room_id, exc_info=True)
+            return self.hints
+
+    async def _refresh_hints(self) -> None:
+        try:
+            fresh = await self._room_hints()
+            if fresh != self.hints and self.key in self.offline.streams:
+                self.hints = fresh
+                await self.offline.hint(self.key, fresh)
+        except Exception:  # the next feed or close reports a dead decoder
+            log.debug("updating room hints failed", exc_info=True)
+        finally:
+            self.refresh = None
 
     async def commit(self) -> None:
         await self._guarded(self.offline.commit(self.key))
@@ -135,6 +173,10 @@ class OfflineStream:
         self.on_event({"type": "session.updated", "session": self.describe()})
 
     async def close(self) -> None:
+        if self.refresh is not None:
+            self.refresh.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self.refresh
         if self.key in self.offline.streams:
             with contextlib.suppress(DecoderProcessDied):
                 await self.offline.close(self.key)

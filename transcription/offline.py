@@ -147,11 +147,11 @@ class SpeakerStream:
     one thread (OfflineEngine gives each speaker its own, or a decoder process hosts it).
 
     `busy()` says whether more work for this process is already waiting (partials are then
-    skipped)."""
+    skipped). `hints`: words of the room (transcription/hints.py), added to the prompt."""
 
     def __init__(self, emit: EventSink, config: OfflineConfig,
-                 busy: Callable[[], bool] = lambda: False):
-        self.emit, self.config, self.busy = emit, config, busy
+                 busy: Callable[[], bool] = lambda: False, hints: str = ""):
+        self.emit, self.config, self.busy, self.hints = emit, config, busy, hints
         self.model = whisper_model(model_location(config.model), config.cpu_threads)
         self.vad = VoiceActivity()
         self.resample = Resampler()
@@ -178,6 +178,10 @@ class SpeakerStream:
         windows = audio[:whole].reshape(-1, VAD_WINDOW)
         for window, probability in zip(windows, self.vad(windows), strict=True):
             self._window(window, float(probability))
+
+    def hint(self, hints: str) -> None:
+        """New room hints, for the turns decoded from now on."""
+        self.hints = hints
 
     def commit(self) -> None:
         """A manual commit: end the current turn now (no-op between turns)."""
@@ -239,7 +243,8 @@ class SpeakerStream:
         segments, _info = self.model.transcribe(
             np.concatenate(self.turn), language=self.config.language or None, beam_size=1,
             temperature=0.0, condition_on_previous_text=False, without_timestamps=True,
-            initial_prompt=self.config.prompt or None, vad_filter=False)
+            initial_prompt=" ".join(filter(None, (self.config.prompt, self.hints))) or None,
+            vad_filter=False)
         return " ".join(segment.text.strip() for segment in segments).strip()
 
     def _partial(self) -> None:
@@ -297,10 +302,11 @@ class OfflineEngine:
         self.pool = ProcessPool(self.config, processes) if processes > 0 else None
         self.streams: dict[str, tuple[SpeakerStream, ThreadPoolExecutor] | None] = {}
 
-    async def open(self, speaker: str, on_event: Callable[[Event], None]) -> None:
+    async def open(self, speaker: str, on_event: Callable[[Event], None],
+                   hints: str = "") -> None:
         """A stream for `speaker`, its model loaded (once per process) off the event loop."""
         if self.pool is not None:
-            await self.pool.open(speaker, on_event)
+            await self.pool.open(speaker, on_event, hints)
             self.streams[speaker] = None
             return
         loop = asyncio.get_running_loop()
@@ -310,12 +316,16 @@ class OfflineEngine:
 
         executor = ThreadPoolExecutor(
             max_workers=1, thread_name_prefix=f"stt-{next(self._thread_names)}")
-        stream = await loop.run_in_executor(executor, SpeakerStream, emit, self.config)
+        stream = await loop.run_in_executor(
+            executor, functools.partial(SpeakerStream, emit, self.config, hints=hints))
         self.streams[speaker] = (stream, executor)
 
     async def feed(self, speaker: str, pcm24k: bytes) -> None:
         """Queue audio; returns once it is processed, which is what bounds a fast sender."""
         await self._call(speaker, "feed", pcm24k, time.monotonic())
+
+    async def hint(self, speaker: str, hints: str) -> None:
+        await self._call(speaker, "hint", hints)
 
     async def commit(self, speaker: str) -> None:
         await self._call(speaker, "commit")

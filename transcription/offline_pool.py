@@ -52,8 +52,8 @@ def serve(conn, config) -> None:
             if operation == "open":
                 streams[stream_id] = SpeakerStream(
                     lambda event, key=stream_id: conn.send(("event", key, event)), config,
-                    busy=conn.poll)
-            elif operation in ("feed", "commit", "clear"):
+                    busy=conn.poll, hints=arguments[0] if arguments else "")
+            elif operation in ("feed", "hint", "commit", "clear"):
                 getattr(streams[stream_id], operation)(*(arguments or ()))
             elif operation == "close":
                 streams.pop(stream_id).finish()
@@ -170,12 +170,13 @@ class ProcessPool:
             return self.processes[-1]
         return min(self.processes, key=lambda p: p.load)
 
-    async def open(self, stream_id: str, on_event: Callable[[dict], None]) -> None:
+    async def open(self, stream_id: str, on_event: Callable[[dict], None],
+                   hints: str = "") -> None:
         process = self._least_loaded()
         process.sinks[stream_id] = (asyncio.get_running_loop(), on_event)
         self.placement[stream_id] = process
         try:
-            await process.request("open", stream_id)
+            await process.request("open", stream_id, (hints,))
         except Exception:
             self._forget(stream_id)
             raise

@@ -30,7 +30,7 @@ class SpeakerPipeline:
         after the engine reported a fault that ends the stream."""
         self.deliver, self.on_failed = deliver, on_failed
         self.events: asyncio.Queue[dict] = asyncio.Queue()
-        self.stream = engines.open_stream(self.events.put_nowait)
+        self.stream = engines.open_stream(self.events.put_nowait, room_id=room_id)
         self.captions = SpeakerCaptions(room_id, speaker_key, speaker_name, self.stream.engine)
         self.relay = asyncio.create_task(self._relay())
         self.started = False
