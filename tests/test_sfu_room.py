@@ -380,3 +380,29 @@ async def test_a_long_call_with_many_departures_keeps_its_subscribe_offers_small
         await stayer.wait_for(lambda: stayer.receiving_from("late", frames=5))
     finally:
         await close_all(room, people)
+
+
+async def test_an_offer_answered_before_the_connection_was_up_is_repeated_once_it_is(
+        monkeypatch):
+    """When a renegotiation cannot wait for the subscribe connection to come up (it waits
+    SETTLE_TIMEOUT, 10 s; through TURN a connection took 8-32 s, aioice retransmitting
+    its checks), aiortc never starts the senders that answer added. The room repeats the
+    offer once the connection is up, so everyone still receives everyone (before, a member
+    of a 6-person relayed call could receive nobody). Here no renegotiation waits at all."""
+    from signaling.sfu import room as room_module
+
+    async def impatient(pc) -> bool:
+        return pc.connectionState == "connected"
+
+    monkeypatch.setattr(room_module, "settled", impatient)
+    room, directory = room_with_router()
+    people = [Participant(room, f"m{n}", f"Person {n}") for n in range(4)]
+    directory.update({p.id: p for p in people})
+    try:
+        await asyncio.gather(*(p.join() for p in people))
+        for person in people:
+            others = [p.id for p in people if p is not person]
+            await person.wait_for(lambda p=person, o=others: all(
+                p.receiving_from(other, frames=5) for other in o), timeout=40)
+    finally:
+        await close_all(room, people)

@@ -55,13 +55,15 @@ SendEvent = Callable[[str, dict], Awaitable[None]]
 SETTLE_TIMEOUT = 10
 
 
-async def settled(pc: RTCPeerConnection) -> None:
-    """Wait until `pc` is connected, failed or closed (at most SETTLE_TIMEOUT).
+async def settled(pc: RTCPeerConnection) -> bool:
+    """Wait until `pc` is connected, failed or closed (at most SETTLE_TIMEOUT); False when it
+    was still coming up after that.
 
     aiortc starts the senders of a negotiation only once DTLS is connected, and only those it
     knew when that negotiation was applied: an answer applied while the first connection is
     still coming up leaves the new senders never started (seen in about half the runs of
-    tests/test_sfu_socket.py before this wait).
+    tests/test_sfu_socket.py before this wait). A negotiation that goes ahead unsettled is
+    therefore repeated once the connection is up (SfuRoom._on_subscribe_state).
     """
     done = asyncio.Event()
 
@@ -74,8 +76,11 @@ async def settled(pc: RTCPeerConnection) -> None:
     try:
         async with asyncio.timeout(SETTLE_TIMEOUT):
             await done.wait()
+        return True
     except TimeoutError:
-        log.warning("subscribe connection still %s; renegotiating anyway", pc.connectionState)
+        log.warning("subscribe connection still %s; renegotiating anyway, and again once "
+                    "it is up", pc.connectionState)
+        return False
     finally:
         pc.remove_listener("connectionstatechange", check)
 
@@ -150,6 +155,7 @@ class Member:
     muted: dict[str, bool] = field(default_factory=lambda: {"audio": False, "video": False})
     negotiating: bool = False  # a subscribe offer is out, not yet answered
     renegotiate: bool = False  # another one is needed once it is
+    unsettled: bool = False  # one went out before the connection was up: repeat it then
 
 
 class SfuRoom:
@@ -356,7 +362,7 @@ class SfuRoom:
         pc.on("connectionstatechange", lambda: self._on_subscribe_state(member, pc))
         member.subscribe_pc = pc
         member.subscriptions = {}
-        member.negotiating = member.renegotiate = False
+        member.negotiating = member.renegotiate = member.unsettled = False
         for other in self.members.values():
             if other is not member:
                 for publication in other.publications.values():
@@ -382,14 +388,19 @@ class SfuRoom:
         for subscription in member.subscriptions.values():
             subscription.track.publication.unsubscribe(subscription.track)
         member.subscriptions = {}
-        member.negotiating = member.renegotiate = False
+        member.negotiating = member.renegotiate = member.unsettled = False
 
     def _on_subscribe_state(self, member: Member, pc: RTCPeerConnection) -> None:
-        if pc.connectionState not in ("failed", "closed") or self.closed:
+        if self.closed or pc is not member.subscribe_pc \
+                or self.members.get(member.id) is not member:
             return
-        if pc is not member.subscribe_pc or self.members.get(member.id) is not member:
-            return
-        self.spawn(self._subscribe_lost(member, pc), name=f"subscribe-lost.{member.id}")
+        if pc.connectionState == "connected" and member.unsettled:
+            # An answer applied while the connection was coming up left its new senders
+            # unstarted (see settled): the same offer again, now connected, starts them.
+            member.unsettled = False
+            self.spawn(self._renegotiate(member), name=f"negotiate.{member.id}")
+        elif pc.connectionState in ("failed", "closed"):
+            self.spawn(self._subscribe_lost(member, pc), name=f"subscribe-lost.{member.id}")
 
     async def _subscribe_lost(self, member: Member, pc: RTCPeerConnection,
                               message: str = LOST_MESSAGE) -> None:
@@ -451,8 +462,8 @@ class SfuRoom:
             return
         member.negotiating = True
         try:
-            if pc.remoteDescription is not None:
-                await settled(pc)
+            if pc.remoteDescription is not None and not await settled(pc):
+                member.unsettled = True
             if pc is not member.subscribe_pc:
                 return  # replaced meanwhile (resubscribe): the new one negotiates itself
             member.renegotiate = False
