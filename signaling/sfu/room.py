@@ -496,7 +496,11 @@ class SfuRoom:
                 "connection was closed: send 'resubscribe'.") from error
         member.negotiating = False
         if member.renegotiate:
-            await self._negotiate(member)
+            # In the background: the next offer waits for this connection to come up
+            # (settled), up to 10 s, and the call's other commands must not wait with it (a
+            # relayed 6-person call took 8-32 s to connect while they did: the others' ICE
+            # started only when their answers got their turn).
+            self.spawn(self._renegotiate(member), name=f"negotiate.{member.id}")
 
     # --- state ----------------------------------------------------------------------------
     async def set_muted(self, member_id: str, audio: bool, video: bool) -> None:
