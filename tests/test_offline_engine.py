@@ -212,3 +212,12 @@ async def test_a_dead_decoder_process_is_reported_not_hung():
         for _ in range(100):  # the first feeds may already be on their way
             await engine.feed("ann", b"\0" * CHUNK)
     engine.pool.stop()
+
+
+def test_a_runaway_transcript_is_cut_to_what_the_audio_can_hold():
+    from transcription.offline import MAX_WORDS_PER_SECOND, bounded_transcript
+
+    assert bounded_transcript("Can everyone see my screen now?", 2.0) == \
+        "Can everyone see my screen now?"
+    looped = bounded_transcript("No, " * 110, 3.0)
+    assert len(looped.split()) == int(MAX_WORDS_PER_SECOND * 3.0) + 2

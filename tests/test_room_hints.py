@@ -29,6 +29,7 @@ def say(room, name: str, text: str) -> None:
 @pytest.mark.django_db
 def test_hints_are_the_room_name_its_people_and_recent_chat_newest_kept():
     room = services.create_room("Platform weekly", private=False)
+    assert hints.room_hints(room.pk) == ""  # no chat: no hints (a name alone hurt)
     say(room, "Priya", "the cluster upgrade is tonight")
     say(room, "Okonkwo", "grafana alerts are noisy\u202e again\n")
     text = hints.room_hints(room.pk)

@@ -5,7 +5,9 @@ in the meeting come out as they are written there.
 Measured on 2026-12-01 (tiny.en, espeak-ng, sentences full of names and jargon, a room prompt
 of its name, four people and four chat lines that did not contain the sentences): word error
 rate 57% -> 43% (en-us) and 95% -> 5% (en-gb); on ordinary sentences 3% -> 0% and 6% -> 6%.
-Kept (OFFLINE_ROOM_HINTS) because it helped and never hurt there.
+But bench/transcription.py found a prompt of only a room's name ("captions bench.") raising
+its ordinary sentences' errors from 3 to 7 of 77 words. So hints are given only where the
+room has chat, the source of the names and jargon they are for: a room without chat gets none.
 """
 
 from __future__ import annotations
@@ -26,12 +28,15 @@ REFRESH_SECONDS = 30.0
 
 def room_hints(room_id: int) -> str:
     """`<room name>. <names>. <recent chat lines, oldest first>`, cut from the front to
-    MAX_HINT_CHARS (Whisper weighs the end of its prompt; the newest chat is kept)."""
+    MAX_HINT_CHARS (Whisper weighs the end of its prompt; the newest chat is kept); "" for a
+    room without chat."""
     room = Room.objects.filter(pk=room_id).only("name").first()
     if room is None:
         return ""
     messages = list(Message.objects.filter(room_id=room_id).order_by("-seq")
                     .values_list("author_name", "text")[:RECENT_MESSAGES])[::-1]
+    if not messages:
+        return ""  # a name alone measured worse than nothing (above)
     speakers = CaptionSegment.objects.filter(room_id=room_id).order_by("-id") \
         .values_list("speaker_name", flat=True)[:RECENT_MESSAGES]
     names: list[str] = []

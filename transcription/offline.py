@@ -43,6 +43,11 @@ VAD_WINDOW = 512  # samples at 16 kHz (32 ms): what Silero VAD scores at a time
 VAD_CONTEXT = 64  # samples of the previous window the model also sees
 WINDOW_MS = VAD_WINDOW * 1000 // DECODER_RATE
 OVERLOADED = "transcription_overloaded"
+# Greedy first; the others only when the greedy text looks like a loop.
+FINAL_TEMPERATURES = (0.0, 0.4, 0.8)
+# Nobody says more than this many words a second (fast speech is 3-4); more is a decoding
+# loop, cut off there.
+MAX_WORDS_PER_SECOND = 6
 
 Event = dict
 EventSink = Callable[[Event], None]
@@ -100,6 +105,13 @@ def vad_session():
     return onnxruntime.InferenceSession(str(Path(get_assets_path(), "silero_vad_v6.onnx")),
                                         providers=["CPUExecutionProvider"],
                                         sess_options=options)
+
+
+def bounded_transcript(text: str, seconds: float) -> str:
+    """`text`, cut to what `seconds` of speech can hold (a runaway decode, otherwise kept)."""
+    words = text.split()
+    limit = int(MAX_WORDS_PER_SECOND * seconds) + 2
+    return text if len(words) <= limit else " ".join(words[:limit])
 
 
 class Resampler:
@@ -239,13 +251,19 @@ class SpeakerStream:
                    "item_id": self.item_id})
 
     # --- decoding --------------------------------------------------------------------------
-    def _decode(self) -> str:
+    def _decode(self, final: bool = False) -> str:
+        """The open turn's text. Finals fall back to sampling at higher temperatures when
+        greedy decoding loops (faster-whisper's compression-ratio check): tiny.en once wrote
+        "No, no, no, ..." for 110 words of a 3-second sentence (bench/transcription.py)."""
+        audio = np.concatenate(self.turn)
         segments, _info = self.model.transcribe(
-            np.concatenate(self.turn), language=self.config.language or None, beam_size=1,
-            temperature=0.0, condition_on_previous_text=False, without_timestamps=True,
+            audio, language=self.config.language or None, beam_size=1,
+            temperature=FINAL_TEMPERATURES if final else 0.0,
+            condition_on_previous_text=False, without_timestamps=True,
             initial_prompt=" ".join(filter(None, (self.config.prompt, self.hints))) or None,
             vad_filter=False)
-        return " ".join(segment.text.strip() for segment in segments).strip()
+        text = " ".join(segment.text.strip() for segment in segments).strip()
+        return bounded_transcript(text, len(audio) / DECODER_RATE)
 
     def _partial(self) -> None:
         started = time.monotonic()
@@ -280,7 +298,8 @@ class SpeakerStream:
                                       "could not transcribe this turn in time."}})
         else:
             self.emit({"type": "conversation.item.input_audio_transcription.completed",
-                       "item_id": item_id, "content_index": 0, "transcript": self._decode()})
+                       "item_id": item_id, "content_index": 0,
+                       "transcript": self._decode(final=True)})
         self.previous_item_id, self.item_id = item_id, None
         self.turn, self.speech_run, self.silence_run = [], 0, 0
 
