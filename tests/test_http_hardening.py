@@ -235,7 +235,8 @@ async def fake_engine(monkeypatch):
     from transcription import engines
 
     FakeStream.opened, FakeStream.starting, FakeStream.hold = [], asyncio.Event(), None
-    monkeypatch.setattr(engines, "open_stream", lambda on_event, name=None: FakeStream(on_event))
+    monkeypatch.setattr(engines, "open_stream",
+                        lambda on_event, name=None, room_id=None: FakeStream(on_event))
     yield FakeStream
     for call in list(calls.CALLS.values()):
         await call.end()
