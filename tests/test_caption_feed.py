@@ -569,7 +569,7 @@ def test_the_overlay_shows_the_last_lines_large_on_a_transparent_page(chromium_b
                  delta="good morning")
             expect(lines).to_have_count(1)
             expect(lines.first).to_have_class("overlay-line partial")
-            expect(lines.first).to_have_text("Bob:good morning")
+            expect(lines.first).to_have_text("Bob: good morning")
             send("conversation.item.input_audio_transcription.completed", "t1",
                  transcript="Good morning, everyone.")
             expect(lines.first).to_have_class("overlay-line")

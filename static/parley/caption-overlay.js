@@ -44,7 +44,7 @@ export class CaptionOverlay {
         const name = document.createElement("span");
         name.className = "speaker";
         name.textContent = `${speaker.name}:`;
-        li.append(name);
+        li.append(name, " "); // a real space: copied or read aloud, name and words stay apart
       }
       const text = document.createElement("span");
       text.className = "text";
