@@ -8,16 +8,9 @@ import time
 import pytest
 
 from signaling.sfu import hooks
-from tests.support.sfu_peers import Participant, room_with_router
+from tests.support.sfu_peers import Participant, add_person, room_with_router
 
 pytestmark = pytest.mark.sfu
-
-
-async def add_person(room, directory, member_id: str) -> Participant:
-    person = Participant(room, member_id, f"Person {member_id}")
-    directory[member_id] = person
-    await person.join()
-    return person
 
 
 async def call_of(size: int):
@@ -82,11 +75,8 @@ async def test_six_people_receive_everyone_with_stun_and_turn_configured(setting
     people = []
     try:
         for n in range(6):
-            person = Participant(room, f"m{n}", f"Person {n}",
-                                 ice_servers=ice_servers_for(f"member-{n}"))
-            directory[person.id] = person
-            people.append(person)
-            await person.join()
+            people.append(await add_person(room, directory, f"m{n}",
+                                           ice_servers=ice_servers_for(f"member-{n}")))
         await assert_everyone_receives_everyone_else(room, people)
         identities = set(coturn.allocating_identities())
         assert {*(f"sfu-worker-w6.m{n}" for n in range(6)),
@@ -217,11 +207,8 @@ async def test_a_call_works_with_ice_servers_configured(settings):
     room, directory = room_with_router(ice_servers=worker.ice_servers)
     people = []
     try:
-        for n in range(2):
-            person = Participant(room, f"m{n}", f"Person {n}")  # the server side is tested
-            directory[person.id] = person
-            people.append(person)
-            await person.join()
+        for n in range(2):  # the server side is tested: people without ICE servers
+            people.append(await add_person(room, directory, f"m{n}"))
         await people[1].wait_for(lambda: people[1].receiving_from("m0", frames=5))
         await people[0].wait_for(lambda: people[0].receiving_from("m1", frames=5))
     finally:

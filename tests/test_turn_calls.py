@@ -73,6 +73,15 @@ DIRECT_VIDEO = """async () => {
 }"""
 
 
+def direct_video_call(contexts, room_name: str) -> list:
+    """Ann and Bob (one page from each context) join a new room's direct video call."""
+    pages = [context.new_page() for context in contexts]
+    room_path = create_room(pages[0], room_name)
+    for page, name in zip(pages, ["Ann", "Bob"], strict=True):
+        join_as_guest(page, f"{room_path}direct/video/", name)
+    return pages
+
+
 @pytest.mark.browser
 def test_a_relay_only_direct_video_call_goes_through_coturn(
         chromium_browser, daphne_factory, coturn):
@@ -82,11 +91,7 @@ def test_a_relay_only_direct_video_call_goes_through_coturn(
     server = daphne_factory(**turn_env(coturn))
     contexts = [participant(chromium_browser, server.base_url) for _ in range(2)]
     try:
-        pages = [context.new_page() for context in contexts]
-        room_path = create_room(pages[0], "Relayed direct call")
-        for page, name in zip(pages, ["Ann", "Bob"], strict=True):
-            join_as_guest(page, f"{room_path}direct/video/", name)
-        for page in pages:
+        for page in direct_video_call(contexts, "Relayed direct call"):
             expect(page.locator("#call-status")).to_have_attribute(
                 "data-state", "connected", timeout=20000)
             poll_page(page, DIRECT_VIDEO)
@@ -164,7 +169,12 @@ async def test_the_sfu_worker_relays_with_its_own_minted_credentials(settings, c
 
     from signaling.ice import ice_servers_for
     from signaling.sfu.worker import SfuWorker
-    from tests.support.sfu_peers import RelayParticipant, room_with_router, selected_pair_types
+    from tests.support.sfu_peers import (
+        RelayParticipant,
+        add_person,
+        room_with_router,
+        selected_pair_types,
+    )
 
     settings.ICE_SERVERS = settings.SFU_ICE_SERVERS = []
     settings.TURN_SECRET, settings.TURN_URLS = TURN_SECRET, [coturn.url]
@@ -174,11 +184,8 @@ async def test_the_sfu_worker_relays_with_its_own_minted_credentials(settings, c
     people = []
     try:
         for n in range(2):
-            person = RelayParticipant(room, f"m{n}", f"Person {n}",
-                                      ice_servers=ice_servers_for(f"member-{n}"))
-            directory[person.id] = person
-            people.append(person)
-            await person.join()
+            people.append(await add_person(room, directory, f"m{n}", participant=RelayParticipant,
+                                           ice_servers=ice_servers_for(f"member-{n}")))
         await people[1].wait_for(lambda: people[1].receiving_from("m0", frames=5), timeout=40)
         await people[0].wait_for(lambda: people[0].receiving_from("m1", frames=5), timeout=40)
 
@@ -331,11 +338,7 @@ def test_a_direct_call_whose_turn_server_is_unreachable_says_so_on_both_sides(
                             ICE_TRANSPORT_POLICY="relay")
     contexts = [participant(chromium_browser, server.base_url) for _ in range(2)]
     try:
-        pages = [context.new_page() for context in contexts]
-        room_path = create_room(pages[0], "Unreachable relay")
-        for page, name in zip(pages, ["Ann", "Bob"], strict=True):
-            join_as_guest(page, f"{room_path}direct/video/", name)
-        for page in pages:
+        for page in direct_video_call(contexts, "Unreachable relay"):
             status = page.locator("#call-status")
             expect(status).to_have_attribute("data-state", "media-failed", timeout=20000)
             expect(status).to_contain_text(TURN_UNREACHABLE_TEXT)

@@ -206,6 +206,16 @@ def room_with_router(key: str = "test", **options) -> tuple[SfuRoom, dict[str, P
     return SfuRoom(key, send, **options), participants
 
 
+async def add_person(room: SfuRoom, directory: dict, member_id: str, *,
+                     participant: type[Participant] | None = None, **options) -> Participant:
+    """A `participant` (Participant by default) registered with `room_with_router`'s
+    directory, joined; `options` go to its constructor (e.g. `ice_servers`)."""
+    person = (participant or Participant)(room, member_id, f"Person {member_id}", **options)
+    directory[member_id] = person
+    await person.join()
+    return person
+
+
 
 
 class SocketParticipant:
