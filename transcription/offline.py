@@ -114,6 +114,21 @@ def bounded_transcript(text: str, seconds: float) -> str:
     return text if len(words) <= limit else " ".join(words[:limit])
 
 
+def transcribe(model, audio: np.ndarray, language: str = "en", prompt: str = "",
+               final: bool = True) -> str:
+    """The text of `audio` (float32, 16 kHz): greedy, one window, no Whisper-side VAD. Finals
+    fall back to sampling at higher temperatures when greedy decoding loops (faster-whisper's
+    compression-ratio check): tiny.en once wrote "No, no, no, ..." for 110 words of a
+    3-second sentence (bench/transcription.py)."""
+    segments, _info = model.transcribe(
+        audio, language=language or None, beam_size=1,
+        temperature=FINAL_TEMPERATURES if final else 0.0,
+        condition_on_previous_text=False, without_timestamps=True,
+        initial_prompt=prompt or None, vad_filter=False)
+    text = " ".join(segment.text.strip() for segment in segments).strip()
+    return bounded_transcript(text, len(audio) / DECODER_RATE)
+
+
 class Resampler:
     """PCM16 mono 24 kHz -> float32 16 kHz, keeping filter state across chunks (taking every
     n-th sample instead makes Whisper hallucinate)."""
@@ -252,18 +267,8 @@ class SpeakerStream:
 
     # --- decoding --------------------------------------------------------------------------
     def _decode(self, final: bool = False) -> str:
-        """The open turn's text. Finals fall back to sampling at higher temperatures when
-        greedy decoding loops (faster-whisper's compression-ratio check): tiny.en once wrote
-        "No, no, no, ..." for 110 words of a 3-second sentence (bench/transcription.py)."""
-        audio = np.concatenate(self.turn)
-        segments, _info = self.model.transcribe(
-            audio, language=self.config.language or None, beam_size=1,
-            temperature=FINAL_TEMPERATURES if final else 0.0,
-            condition_on_previous_text=False, without_timestamps=True,
-            initial_prompt=" ".join(filter(None, (self.config.prompt, self.hints))) or None,
-            vad_filter=False)
-        text = " ".join(segment.text.strip() for segment in segments).strip()
-        return bounded_transcript(text, len(audio) / DECODER_RATE)
+        return transcribe(self.model, np.concatenate(self.turn), self.config.language,
+                          " ".join(filter(None, (self.config.prompt, self.hints))), final)
 
     def _partial(self) -> None:
         started = time.monotonic()

@@ -485,15 +485,12 @@ class _Recogniser:
     def _end(self) -> str:
         import numpy as np
 
-        from transcription.offline import model_location, whisper_model
+        from transcription.offline import model_location, transcribe, whisper_model
 
         audio, self.audio = self.audio, []
         if not audio or not sum(len(a) for a in audio):
             return ""
-        segments, _ = whisper_model(model_location(""), 1).transcribe(
-            np.concatenate(audio), language="en", beam_size=1, temperature=0.0,
-            condition_on_previous_text=False, without_timestamps=True, vad_filter=False)
-        return " ".join(segment.text.strip() for segment in segments).strip()
+        return transcribe(whisper_model(model_location(""), 1), np.concatenate(audio))
 
     def close(self) -> None:
         self.executor.shutdown(wait=False, cancel_futures=True)
