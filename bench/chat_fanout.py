@@ -297,7 +297,7 @@ def main() -> None:
     parser.add_argument("--clients", type=numbers, default=[10, 100, 500])
     parser.add_argument("--procs", type=numbers, default=[1, 2])
     parser.add_argument("--layers", type=lambda t: [x for x in t.split(",") if x],
-                        default=["memory", "pubsub", "core", "socketio"])
+                        default=["memory", "pubsub", "core"])
     parser.add_argument("--senders", type=int, default=10)
     parser.add_argument("--rate", type=float, default=0.5, help="messages/s per sender")
     parser.add_argument("--duration", type=float, default=10.0, help="measured seconds")
@@ -350,11 +350,9 @@ def main() -> None:
         began = time.monotonic()
         try:
             if shape.layer == "socketio":
-                from bench import socketio_peer
-
-                result = socketio_peer.run_peer(shape, args.peer_server)
-            else:
-                result = run_parley(shape, args.heartbeat)
+                raise RuntimeError("the python-socketio peer is gone: the reference is the "
+                                   "tutorial's own Node server (bench/wire.py SocketIOClient)")
+            result = run_parley(shape, args.heartbeat)
         except Exception as error:  # one broken configuration should not lose the others
             print(f"{shape.layer:8} {shape.procs:>1} {shape.clients:>4}  FAILED: "
                   f"{type(error).__name__}: {str(error)[:300]}", flush=True)
