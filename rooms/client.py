@@ -179,29 +179,34 @@ class RoomClient:
     async def _read(self) -> None:
         async for raw in self._socket:
             event = json.loads(raw)
-            kind = event.get("type")
-            if kind == "chat.message":
-                self._apply_message(event)
-                if self._buffered:
-                    await self._sync()
-            elif kind == "chat.backlog":
-                self._apply_backlog(event)
-                if event.get("more"):  # cut at the server's budget: the rest comes next
-                    await self._sync()
-            elif kind == "chat.ack":
-                self.outbox.pop(event["client_id"], None)
-                self.acks[event["client_id"]] = event["seq"]
-            elif kind == "heartbeat":
-                if self.last_seq is not None and event["seq"] > self.last_seq:
-                    await self._sync()
-            elif kind == "presence":
-                for p in event["left"]:
-                    self.presence.pop(p["id"], None)
-                for p in event["joined"]:
-                    self.presence[p["id"]] = p["name"]
-            elif kind == "error":
-                self.errors.append(event)
+            # A server that is behind sends several events in one `batch` frame.
+            for inner in event["events"] if event.get("type") == "batch" else [event]:
+                await self._apply_event(inner)
             await self._notify()
+
+    async def _apply_event(self, event: dict) -> None:
+        kind = event.get("type")
+        if kind == "chat.message":
+            self._apply_message(event)
+            if self._buffered:
+                await self._sync()
+        elif kind == "chat.backlog":
+            self._apply_backlog(event)
+            if event.get("more"):  # cut at the server's budget: the rest comes next
+                await self._sync()
+        elif kind == "chat.ack":
+            self.outbox.pop(event["client_id"], None)
+            self.acks[event["client_id"]] = event["seq"]
+        elif kind == "heartbeat":
+            if self.last_seq is not None and event["seq"] > self.last_seq:
+                await self._sync()
+        elif kind == "presence":
+            for p in event["left"]:
+                self.presence.pop(p["id"], None)
+            for p in event["joined"]:
+                self.presence[p["id"]] = p["name"]
+        elif kind == "error":
+            self.errors.append(event)
 
     async def _keep_connected(self) -> None:
         """Whenever the reader ends, reopen with back-off (0.1 s doubling to 2 s)."""

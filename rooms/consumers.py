@@ -3,12 +3,13 @@
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 
+from autobahn.exception import Disconnected
 from channels.db import database_sync_to_async
 
-from . import protocol, services
+from . import protocol, services, writer
+from .fanout import room_fanout
 from .presence import presence_store
 from .sockets import RoomSocket
 
@@ -16,18 +17,21 @@ log = logging.getLogger(__name__)
 
 
 class RoomConsumer(RoomSocket):
-    """One participant's chat connection to one room."""
+    """One participant's chat connection to one room. Room events reach it through the
+    process's fan-out (rooms/fanout.py), not the channel layer; its heartbeat is the room's
+    (RoomHeartbeat)."""
 
-    group: str | None = None
     presence = None  # the presence store, once joined
+    fanout = None  # the process's fan-out, once joined
 
     async def joined(self) -> None:
         """Called once admitted: register, send `hello`, announce a first-tab join."""
         room = self.room
-        self.group = services.room_group(room.pk)
         self.presence = presence_store()
-
-        await self.channel_layer.group_add(self.group, self.channel_name)
+        # Receive the room's events before reading its backlog: nothing stored in between
+        # is missed (a message is broadcast only after it is stored).
+        self.fanout = room_fanout()
+        await self.fanout.join(room.pk, self)
         first_tab = await self._presence_call(
             self.presence.add(room.pk, self.channel_name, self.me)
         )
@@ -52,16 +56,15 @@ class RoomConsumer(RoomSocket):
         })
         if first_tab:
             await self._broadcast({"type": "presence", "joined": [self.me.as_dict()], "left": []})
-        self.spawn(self._heartbeat(), name="heartbeat")
+        RoomHeartbeat.ensure(room.pk, self.fanout, self.presence, self.limits)
 
     async def closed(self) -> None:
-        """Called once the socket ended, however it ended (its heartbeat already stopped:
-        a leftover one would re-add this dead channel to the group and refresh its presence
-        forever): leave the group, announce a last-tab leave."""
-        if self.group is None:
+        """Called once the socket ended, however it ended: leave the room's fan-out, announce
+        a last-tab leave."""
+        if self.fanout is None:
             return
-        with contextlib.suppress(Exception):
-            await self.channel_layer.group_discard(self.group, self.channel_name)
+        await self.fanout.leave(self.room.pk, self)
+        RoomHeartbeat.release(self.room.pk, self.fanout)
         if self.presence is None:
             return
         gone = await self._presence_call(self.presence.remove(self.room.pk, self.channel_name))
@@ -83,10 +86,10 @@ class RoomConsumer(RoomSocket):
             await self.send_json({"type": "pong"})
 
     async def _chat_send(self, message: protocol.ChatSend) -> None:
+        request = services.PostRequest(self.participant, message.text, message.client_id)
         try:
-            result = await database_sync_to_async(services.post_message)(
-                self.room, self.participant, message.text, message.client_id
-            )
+            # Stored (with other sends of the room, in one transaction) and broadcast.
+            result = await writer.post_message(self.room, request)
         except Exception:
             log.exception("storing a chat message failed")
             await self.send_json({
@@ -95,23 +98,28 @@ class RoomConsumer(RoomSocket):
                 "client_id": message.client_id,
             })
             return
-        payload = services.message_payload(result.message)
-        if result.created:
-            await self._broadcast({"type": "chat.message", **payload})
+        stored = result.message
         await self.send_json({
-            "type": "chat.ack", "client_id": message.client_id, "seq": payload["seq"],
-            "id": payload["id"], "sent_at": payload["sent_at"],
+            "type": "chat.ack", "client_id": message.client_id, "seq": stored.seq,
+            "id": stored.pk, "sent_at": stored.sent_at.isoformat().replace("+00:00", "Z"),
         })
 
-    async def room_event(self, message: dict) -> None:
-        """Called for each room broadcast: forward it to this client (already JSON)."""
-        await self.send(text_data=message["text"])
+    async def room_frames(self, frames: list[str], texts: list[str]) -> None:
+        """Called by the fan-out with the room's events: write the frames as they are (each
+        encoded once for all of the room's sockets)."""
+        if self._ended:
+            return
+        try:
+            for frame in frames:
+                await self.base_send({"type": "websocket.send", "text": frame})
+        except Disconnected:
+            pass  # the client has just gone; closed() follows
 
     async def _broadcast(self, event: dict) -> None:
-        # The message is already stored; a layer failure (Redis down) only delays delivery:
+        # The message is already stored; a bus failure (Redis down) only delays delivery:
         # heartbeats carry the room's seq and clients fetch what they missed.
         try:
-            await self.channel_layer.group_send(self.group, services.room_event(event))
+            await self.fanout.publish(self.room.pk, [event])
         except Exception:
             log.warning("room broadcast failed; clients will catch up by seq", exc_info=True)
 
@@ -122,25 +130,74 @@ class RoomConsumer(RoomSocket):
             log.warning("presence store unavailable", exc_info=True)
             return None
 
-    async def _heartbeat(self) -> None:
-        """Every HEARTBEAT_SECONDS: tell the client the room's seq and renew our registrations."""
-        interval = self.limits["HEARTBEAT_SECONDS"]
-        while True:
-            await asyncio.sleep(interval)
-            try:
-                seq = await database_sync_to_async(services.current_seq)(self.room.pk)
-                await self.send_json({"type": "heartbeat", "seq": seq})
-            except Exception:
-                log.warning("heartbeat could not read the room's seq", exc_info=True)
-            # Re-register in case Redis restarted and forgot us (group membership, presence).
-            with contextlib.suppress(Exception):
-                await self.channel_layer.group_add(self.group, self.channel_name)
-            await self._presence_call(
-                self.presence.refresh(self.room.pk, self.channel_name, self.me)
-            )
-            gone = await self._presence_call(self.presence.sweep(self.room.pk))
-            if gone:
-                await self._broadcast(
-                    {"type": "presence", "joined": [], "left": [p.as_dict() for p in gone]}
-                )
 
+class RoomHeartbeat:
+    """One room's heartbeat in one process, for all of its chat sockets here: every
+    HEARTBEAT_SECONDS one read of the room's seq, one `heartbeat` frame written to each
+    socket, their presence entries renewed together, stale ones swept. (Per socket, this was
+    a database read through the sync thread and three Redis calls each interval.)
+
+    Started by the room's first chat socket in this process, cancelled when its last one
+    leaves."""
+
+    _running: dict[tuple[int, int], asyncio.Task] = {}
+
+    @classmethod
+    def ensure(cls, room_id: int, fanout, presence, limits) -> None:
+        key = (id(fanout), room_id)
+        if key not in cls._running:
+            beat = cls(room_id, fanout, presence, limits["HEARTBEAT_SECONDS"])
+            cls._running[key] = asyncio.get_running_loop().create_task(
+                beat.run(), name=f"heartbeat.room.{room_id}")
+
+    @classmethod
+    def running(cls) -> int:
+        return sum(not task.done() for task in cls._running.values())
+
+    @classmethod
+    def release(cls, room_id: int, fanout) -> None:
+        if not any(isinstance(r, RoomConsumer) for r in fanout.local_receivers(room_id)):
+            task = cls._running.pop((id(fanout), room_id), None)
+            if task is not None:
+                task.cancel()
+
+    def __init__(self, room_id: int, fanout, presence, interval: float):
+        self.room_id, self.fanout, self.presence, self.interval = (
+            room_id, fanout, presence, interval)
+
+    def sockets(self) -> list[RoomConsumer]:
+        return [r for r in self.fanout.local_receivers(self.room_id)
+                if isinstance(r, RoomConsumer)]
+
+    async def run(self) -> None:
+        while True:
+            await asyncio.sleep(self.interval)
+            try:
+                await self.beat()
+            except Exception:
+                log.warning("room %s heartbeat failed", self.room_id, exc_info=True)
+
+    async def beat(self) -> None:
+        try:
+            seq = await database_sync_to_async(services.current_seq)(self.room_id)
+        except Exception:
+            log.warning("heartbeat could not read the room's seq", exc_info=True)
+        else:
+            frames = [services.heartbeat_text(seq)]
+            for socket in self.sockets():
+                await socket.room_frames(frames, frames)
+        # Renew this process's entries (in case Redis restarted and forgot them), then
+        # announce whoever another process left behind.
+        entries = {socket.channel_name: socket.me for socket in self.sockets()}
+        try:
+            await self.presence.refresh_many(self.room_id, entries)
+            gone = await self.presence.sweep(self.room_id)
+        except Exception:
+            log.warning("presence store unavailable", exc_info=True)
+            return
+        if gone:
+            event = {"type": "presence", "joined": [], "left": [p.as_dict() for p in gone]}
+            try:
+                await self.fanout.publish(self.room_id, [event])
+            except Exception:
+                log.warning("room broadcast failed", exc_info=True)

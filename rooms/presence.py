@@ -52,6 +52,14 @@ class MemoryPresence:
     async def refresh(self, room_id: int, connection: str, who: Present) -> None:
         self.rooms.setdefault(room_id, {})[connection] = (who, time.time())
 
+    async def refresh_many(self, room_id: int, entries: dict[str, Present]) -> None:
+        now = time.time()
+        conns = self.rooms.setdefault(room_id, {})
+        for connection, who in entries.items():
+            conns[connection] = (who, now)
+        if not conns:
+            self.rooms.pop(room_id, None)
+
     async def remove(self, room_id: int, connection: str) -> Present | None:
         conns = self.rooms.get(room_id, {})
         entry = conns.pop(connection, None)
@@ -109,8 +117,16 @@ class RedisPresence:
         return all(p.id != who.id for c, p in others.items() if c != connection)
 
     async def refresh(self, room_id: int, connection: str, who: Present) -> None:
-        value = json.dumps({"id": who.id, "name": who.name, "ts": time.time()})
-        await self._redis().hset(self._key(room_id), connection, value)
+        await self.refresh_many(room_id, {connection: who})
+
+    async def refresh_many(self, room_id: int, entries: dict[str, Present]) -> None:
+        """Renew several connections' entries in one command (a room's heartbeat)."""
+        if not entries:
+            return
+        now = time.time()
+        mapping = {connection: json.dumps({"id": who.id, "name": who.name, "ts": now})
+                   for connection, who in entries.items()}
+        await self._redis().hset(self._key(room_id), mapping=mapping)
 
     async def remove(self, room_id: int, connection: str) -> Present | None:
         redis = self._redis()

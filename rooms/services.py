@@ -7,32 +7,18 @@ acknowledgement is only ever sent for a stored row. Broadcasting happens after t
 
 from __future__ import annotations
 
-import json
 import re
 import secrets
 from dataclasses import dataclass
 
 from django.conf import settings
 from django.db import IntegrityError, connection, transaction
-from django.db.models import F, Q
+from django.db.models import Q
 from django.db.models.functions import Length
 from django.utils.text import slugify
 
 from .identity import Participant, public_id_for
 from .models import Membership, Message, Room
-
-
-def room_group(room_id: int) -> str:
-    """The channel-layer group every socket of a room listens on."""
-    return f"room.{room_id}"
-
-
-def room_event(event: dict) -> dict:
-    """A channel-layer message that delivers `event` to every socket of a room. The JSON is
-    encoded once here, not once per recipient."""
-    return {"type": "room.event", "text": json.dumps(event, separators=(",", ":"),
-                                                     ensure_ascii=False)}
-
 
 # Attempts at a free slug before giving up: each is lost only to a concurrent create of the
 # same name taking the same slug first, so a second attempt nearly always succeeds.
@@ -85,12 +71,23 @@ def _next_slug(base: str) -> str:
 
 def message_payload(message: Message) -> dict:
     """A stored message as it travels on the wire (`chat.message`)."""
+    return payload_of(message.seq, message.pk, message.author_key, message.author_name,
+                      message.text, message.sent_at)
+
+
+# The columns payload_of takes, in order: backlogs read them as tuples, not model instances
+# (building instances was most of a backlog's cost in bench/chat_fanout.py).
+PAYLOAD_COLUMNS = ("seq", "id", "author_key", "author_name", "text", "sent_at")
+
+
+def payload_of(seq: int, pk: int, author_key: str, author_name: str, text: str,
+               sent_at) -> dict:
     return {
-        "seq": message.seq,
-        "id": message.pk,
-        "author": {"id": public_id_for(message.author_key), "name": message.author_name},
-        "text": message.text,
-        "sent_at": message.sent_at.isoformat().replace("+00:00", "Z"),
+        "seq": seq,
+        "id": pk,
+        "author": {"id": public_id_for(author_key), "name": author_name},
+        "text": text,
+        "sent_at": sent_at.isoformat().replace("+00:00", "Z"),
     }
 
 
@@ -100,36 +97,108 @@ class PostResult:
     created: bool  # False when the client_id had been stored before (a re-send)
 
 
+@dataclass(frozen=True)
+class PostRequest:
+    author: Participant
+    text: str
+    client_id: str
+
+    @property
+    def key(self) -> tuple[str, str]:
+        return self.author.key, self.client_id
+
+
 def post_message(room: Room, author: Participant, text: str, client_id: str) -> PostResult:
     """Store a chat message under the room's next seq, or return the earlier copy of a re-send."""
-    existing = _find_resent(room, author, client_id)
+    return post_messages(room, [PostRequest(author, text, client_id)])[0]
+
+
+def post_messages(room: Room, requests: list[PostRequest]) -> list[PostResult]:
+    """Store several chat messages of one room in one transaction (group commit, issue #13):
+    one query finds re-sends, one UPDATE ... RETURNING allocates the seq numbers of the rest,
+    one INSERT stores them. Results are in request order; a client_id repeated within the
+    batch is stored once. All or nothing, like a single message."""
+    earlier = _stored_copies(room, requests)
+    fresh: dict[tuple[str, str], PostRequest] = {}
+    for request in requests:
+        if request.key not in earlier:
+            fresh.setdefault(request.key, request)
+    stored: dict[tuple[str, str], Message] = {}
+    if fresh:
+        try:
+            with transaction.atomic():
+                last = _allocate_seqs(room.pk, len(fresh))
+                rows = [
+                    Message(room_id=room.pk, seq=last - len(fresh) + n, author_key=r.author.key,
+                            author_name=r.author.name, author_user_id=r.author.user_id,
+                            client_id=r.client_id, text=r.text)
+                    for n, r in enumerate(fresh.values(), start=1)
+                ]
+                Message.objects.bulk_create(rows)
+        except IntegrityError:
+            # A client_id raced in through another connection between our look-up and our
+            # insert: store the batch one by one, which settles each race on its own.
+            return [_post_one(room, r) for r in requests]
+        stored = dict(zip(fresh, rows, strict=True))
+    results, seen = [], set()
+    for request in requests:
+        if request.key in earlier:
+            results.append(PostResult(earlier[request.key], created=False))
+        else:
+            results.append(PostResult(stored[request.key], created=request.key not in seen))
+            seen.add(request.key)
+    return results
+
+
+def _allocate_seqs(room_id: int, count: int) -> int:
+    """Reserve `count` seq numbers of a room; returns the last. The UPDATE takes the room
+    row's write lock, so concurrent writers (in any process) queue here and each gets the
+    next numbers; a rollback gives them back."""
+    with connection.cursor() as cursor:
+        cursor.execute(
+            f"UPDATE {Room._meta.db_table} SET last_seq = last_seq + %s WHERE id = %s "
+            "RETURNING last_seq", [count, room_id])
+        return cursor.fetchone()[0]
+
+
+def _post_one(room: Room, request: PostRequest) -> PostResult:
+    existing = _stored_copies(room, [request]).get(request.key)
     if existing is not None:
         return PostResult(existing, created=False)
     try:
         with transaction.atomic():
-            # The UPDATE takes the room row's write lock, so concurrent senders (in any process)
-            # queue here and each gets the next number; a rollback gives the number back.
-            Room.objects.filter(pk=room.pk).update(last_seq=F("last_seq") + 1)
-            seq = Room.objects.values_list("last_seq", flat=True).get(pk=room.pk)
             message = Message.objects.create(
-                room=room, seq=seq, author_key=author.key, author_name=author.name,
-                author_user_id=author.user_id, client_id=client_id, text=text,
+                room=room, seq=_allocate_seqs(room.pk, 1), author_key=request.author.key,
+                author_name=request.author.name, author_user_id=request.author.user_id,
+                client_id=request.client_id, text=request.text,
             )
     except IntegrityError:
-        # The same client_id raced in through another connection and won.
-        existing = _find_resent(room, author, client_id)
+        existing = _stored_copies(room, [request]).get(request.key)
         if existing is None:
             raise
         return PostResult(existing, created=False)
     return PostResult(message, created=True)
 
 
-def _find_resent(room: Room, author: Participant, client_id: str) -> Message | None:
-    return Message.objects.filter(room=room, author_key=author.key, client_id=client_id).first()
+def _stored_copies(room: Room, requests: list[PostRequest]) -> dict[tuple[str, str], Message]:
+    """Messages already stored under the requests' (author, client_id): their re-sends."""
+    by_author: dict[str, set[str]] = {}
+    for request in requests:
+        by_author.setdefault(request.author.key, set()).add(request.client_id)
+    match = Q()
+    for author_key, client_ids in by_author.items():
+        match |= Q(author_key=author_key, client_id__in=client_ids)
+    return {(m.author_key, m.client_id): m
+            for m in Message.objects.filter(match, room=room)}
 
 
 def current_seq(room_id: int) -> int:
     return Room.objects.values_list("last_seq", flat=True).get(pk=room_id)
+
+
+def heartbeat_text(seq: int) -> str:
+    """The `heartbeat` event (its JSON), which tells a client the room's seq."""
+    return f'{{"type":"heartbeat","seq":{int(seq)}}}'
 
 
 @dataclass(frozen=True)
@@ -151,19 +220,20 @@ BACKLOG_BUDGET_BYTES = 192 * 1024
 MESSAGE_OVERHEAD_BYTES = 160  # the JSON around a message: seq, ids, author, time
 
 
-def wire_size(message: Message) -> int:
-    return len(message.text.encode()) + len(message.author_name.encode()) + \
-        MESSAGE_OVERHEAD_BYTES
+def wire_size(row: tuple) -> int:
+    """A PAYLOAD_COLUMNS row's size on the wire, about."""
+    return len(row[4].encode()) + len(row[3].encode()) + MESSAGE_OVERHEAD_BYTES
 
 
 def within_budget(rows) -> list[dict]:
-    """The payloads of `rows` (in seq order) that fit BACKLOG_BUDGET_BYTES; at least one."""
+    """The payloads of `rows` (PAYLOAD_COLUMNS tuples in seq order) that fit
+    BACKLOG_BUDGET_BYTES; at least one."""
     messages, used = [], 0
     for row in rows.iterator(chunk_size=100):
         used += wire_size(row)
         if messages and used > BACKLOG_BUDGET_BYTES:
             break
-        messages.append(message_payload(row))
+        messages.append(payload_of(*row))
     return messages
 
 
@@ -177,15 +247,16 @@ def backlog(room: Room, after: int | None) -> Backlog:
     """
     limits = settings.PARLEY
     seq = current_seq(room.pk)
+    messages = Message.objects.filter(room=room, seq__lte=seq)
     if after is not None and 0 <= after <= seq and seq - after <= limits["RESUME_LIMIT"]:
-        rows = Message.objects.filter(room=room, seq__gt=after, seq__lte=seq).order_by("seq")
-        messages = within_budget(rows)
-        more = bool(messages) and messages[-1]["seq"] < seq
-        return Backlog(seq, messages, reset=False, more=more)
-    newest = Message.objects.filter(room=room, seq__lte=seq).order_by("-seq")
+        rows = messages.filter(seq__gt=after).order_by("seq").values_list(*PAYLOAD_COLUMNS)
+        payloads = within_budget(rows)
+        more = bool(payloads) and payloads[-1]["seq"] < seq
+        return Backlog(seq, payloads, reset=False, more=more)
+    newest = messages.order_by("-seq").values_list(*PAYLOAD_COLUMNS)
     rows = list(newest[: limits["HISTORY_ON_CONNECT"]])[::-1]
     sizes = [wire_size(m) for m in rows]
     while len(rows) > 1 and sum(sizes) > BACKLOG_BUDGET_BYTES:
         rows.pop(0)  # a fresh view is the newest messages: drop the oldest
         sizes.pop(0)
-    return Backlog(seq, [message_payload(m) for m in rows], reset=after is not None)
+    return Backlog(seq, [payload_of(*m) for m in rows], reset=after is not None)

@@ -21,8 +21,8 @@ from django.contrib.auth import get_user_model
 from project.asgi import application
 from rooms import services
 from rooms.client import create_public_room, guest_session
+from rooms.fanout import room_fanout
 from rooms.models import Membership
-from rooms.services import room_group
 from tests.support.sockets import close_db_connections, guest_session_key, user_session_key
 from transcription import feed
 from transcription.captions import SpeakerCaptions
@@ -211,8 +211,7 @@ async def test_a_live_turn_arrives_as_partials_then_a_final_with_its_id(cleanup)
     reader = response.reader
     assert (await reader.next()).event == "ready"
 
-    await get_channel_layer().group_send(room_group(room.pk), services.room_event(
-        {"type": "chat.message", "text": "not a caption"}))
+    await room_fanout().publish(room.pk, [{"type": "chat.message", "text": "not a caption"}])
     await say(room, "Ann", "turn_1", ["good ", "morning"])
     events = [await reader.next() for _ in range(4)]
     assert [(e.event, e.data["text"]) for e in events] == [
@@ -302,12 +301,12 @@ async def test_keepalives_and_nothing_outlives_the_client(settings, cleanup):
     reader = response.reader
     assert (await reader.next()).event == "ready"
     layer = get_channel_layer()
-    assert len(layer.groups.get(room_group(room.pk), {})) == 1
+    assert len(room_fanout().local_receivers(room.pk)) == 1
     assert feed.open_feeds() == 1
     assert await reader.comment() == "keepalive"
     await response.hang_up()
     assert feed.open_feeds() == 0
-    assert not layer.groups.get(room_group(room.pk))
+    assert room_fanout().local_receivers(room.pk) == []
     assert not layer.groups.get(f"rooms.access.{room.pk}")
 
 

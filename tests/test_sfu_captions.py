@@ -2,15 +2,12 @@
 
 from __future__ import annotations
 
-import json
-
 import pytest
 from channels.db import database_sync_to_async
-from channels.layers import get_channel_layer
 
 from rooms import services
 from tests.support.sfu_peers import Participant, SpeechMicrophone, room_with_router
-from tests.support.sockets import close_db_connections
+from tests.support.sockets import RoomListener, close_db_connections
 from tests.support.speech import speech_pcm24k
 from transcription.models import CaptionSegment
 
@@ -26,9 +23,7 @@ async def cleanup():
 
 async def test_a_speakers_audio_becomes_shared_stored_captions():
     room = await database_sync_to_async(services.create_room)("Call", private=False)
-    layer = get_channel_layer()
-    listener_channel = await layer.new_channel()
-    await layer.group_add(services.room_group(room.pk), listener_channel)
+    listener = await RoomListener(room.pk).__aenter__()
 
     sfu, directory = room_with_router(str(room.pk))
     await sfu.set_captions(True)
@@ -43,9 +38,7 @@ async def test_a_speakers_audio_becomes_shared_stored_captions():
 
         final = None
         while final is None:
-            message = await layer.receive(listener_channel)
-            assert message["type"] == "room.event"
-            event = json.loads(message["text"])
+            event = await listener.next()
             if event["type"] == "caption" and event["final"]:
                 final = event
         assert final["speaker"]["name"] == "Ann" and final["text"]
@@ -61,6 +54,7 @@ async def test_a_speakers_audio_becomes_shared_stored_captions():
         await ann.close()
         await bob.close()
         await sfu.close()
+        await listener.__aexit__()
 
 
 def test_transcription_plugs_captions_into_the_sfu():

@@ -13,6 +13,8 @@ from channels.testing import WebsocketCommunicator
 
 from project.asgi import application
 from rooms import protocol, services
+from rooms.consumers import RoomHeartbeat
+from rooms.fanout import fanout_stats
 from rooms.models import Room
 from rooms.presence import presence_store
 from rooms.sockets import socket_stats
@@ -46,8 +48,10 @@ def make_room(name: str = "Hard", private: bool = False) -> Room:
 
 
 def held() -> dict:
-    """What this process holds: open sockets by kind, their tasks, engine streams, slots."""
-    return {**socket_stats(), **engines.open_streams()}
+    """What this process holds: open sockets by kind, their tasks, engine streams, slots,
+    rooms in the fan-out and their heartbeats."""
+    return {**socket_stats(), **engines.open_streams(), **fanout_stats(),
+            "room_heartbeats": RoomHeartbeat.running()}
 
 
 @pytest.fixture(autouse=True)
@@ -136,7 +140,8 @@ async def test_a_cancelled_consumer_still_leaves_presence_and_its_call_place():
     await signal.send_json_to({"type": "join", "mode": "video"})
     assert (await receive_type(signal, "waiting"))["mode"] == "video"
     assert [p.name for p in await presence_store().members(room.pk)] == ["Ann"]
-    assert held()["tasks"] >= 2  # the heartbeats run
+    # The heartbeats run: the signaling socket's, and the room's for its chat sockets.
+    assert (held()["tasks"], held()["room_heartbeats"]) == (1, 1)
 
     for communicator in (chat, signal):
         communicator.future.cancel()

@@ -57,8 +57,9 @@ async def test_a_client_that_stops_reading_is_closed_with_4408_and_resumes_losin
         with pytest.raises(websockets.ConnectionClosed):
             while True:
                 event = json.loads(await slow.recv())
-                if event["type"] == "chat.message":
-                    seen.append(event["seq"])
+                for inner in event["events"] if event["type"] == "batch" else [event]:
+                    if inner["type"] == "chat.message":
+                        seen.append(inner["seq"])
         assert slow.close_code == 4408
         assert seen == list(range(1, len(seen) + 1)) and len(seen) < sent
 

@@ -9,10 +9,9 @@ from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
 
 from channels.db import database_sync_to_async
-from channels.layers import get_channel_layer
 
+from rooms.fanout import room_fanout
 from rooms.identity import public_id_for
-from rooms.services import room_event, room_group
 
 from .models import CaptionSegment
 
@@ -48,7 +47,7 @@ async def broadcast_caption(room_id: int, speaker_key: str, speaker_name: str, i
 
 async def broadcast_room(room_id: int, event: dict) -> None:
     try:
-        await get_channel_layer().group_send(room_group(room_id), room_event(event))
+        await room_fanout().publish(room_id, [event])
     except Exception:
         log.warning("caption broadcast failed", exc_info=True)
 

@@ -32,7 +32,7 @@ from django.conf import settings
 from django.db.models import Max
 
 from rooms.access import ACCESS_CHANGED, admits
-from rooms.services import room_group
+from rooms.fanout import room_fanout
 from rooms.sockets import access_group, user_access_group
 
 from .formats import caption_json
@@ -128,39 +128,71 @@ _admits = database_sync_to_async(admits, thread_sensitive=False)
 
 
 class Subscription:
-    """A fresh channel in some groups, read one message at a time; `close()` leaves them."""
+    """A feed's view of its room: the room's events through the process's fan-out
+    (rooms/fanout.py), access changes through a fresh channel in the access groups; read
+    one message at a time; `close()` leaves both."""
 
-    def __init__(self, groups: list[str]):
+    # Room events held for a feed that has not read them: past this it has fallen too far
+    # behind to be worth serving, and is ended (its client reconnects and resumes).
+    MAX_WAITING = 2000
+
+    def __init__(self, room_id: int, groups: list[str]):
         self.layer = get_channel_layer()
+        self.room_id = room_id
         self.groups = groups
         self.channel: str | None = None
+        self.fanout = None
+        self.waiting: asyncio.Queue[str] = asyncio.Queue()
+        self.overflowed = False
         self._receive: asyncio.Task | None = None
+        self._next_event: asyncio.Task | None = None
 
     async def open(self) -> None:
         self.channel = await self.layer.new_channel()
         await self.rejoin()
+        self.fanout = room_fanout()
+        await self.fanout.join(self.room_id, self)
 
     async def rejoin(self) -> None:
-        """Join the groups (again: a restarted Redis forgot them)."""
+        """Join the access groups (again: a restarted Redis forgot them)."""
         for group in self.groups:
             await self.layer.group_add(group, self.channel)
+
+    async def room_frames(self, frames: list[str], texts: list[str]) -> None:
+        """Called by the fan-out with the room's events."""
+        if self.waiting.qsize() + len(texts) > self.MAX_WAITING:
+            self.overflowed = True
+            return
+        for text in texts:
+            self.waiting.put_nowait(text)
 
     async def next(self, timeout: float) -> dict | None:
         """The next message, or None after `timeout` seconds without one. The pending
         receive survives a timeout: cancelling it would unsubscribe (channels_redis pubsub)."""
+        if self.overflowed:
+            raise OverflowError("the caption feed fell too far behind its room")
         if self._receive is None:
             self._receive = asyncio.ensure_future(self.layer.receive(self.channel))
-        done, _ = await asyncio.wait({self._receive}, timeout=timeout)
-        if not done:
-            return None
-        receive, self._receive = self._receive, None
-        return receive.result()
+        if self._next_event is None:
+            self._next_event = asyncio.ensure_future(self.waiting.get())
+        done, _ = await asyncio.wait({self._receive, self._next_event}, timeout=timeout,
+                                     return_when=asyncio.FIRST_COMPLETED)
+        if self._next_event in done:
+            event, self._next_event = self._next_event, None
+            return {"type": "room.event", "text": event.result()}
+        if self._receive in done:
+            receive, self._receive = self._receive, None
+            return receive.result()
+        return None
 
     async def close(self) -> None:
-        if self._receive is not None:
-            self._receive.cancel()
-            with contextlib.suppress(asyncio.CancelledError, Exception):
-                await self._receive
+        if self.fanout is not None:
+            await self.fanout.leave(self.room_id, self)
+        for task in (self._receive, self._next_event):
+            if task is not None:
+                task.cancel()
+                with contextlib.suppress(asyncio.CancelledError, Exception):
+                    await task
         if self.channel is not None:
             for group in self.groups:
                 with contextlib.suppress(Exception):
@@ -179,10 +211,10 @@ class CaptionFeed:
         return self.frames()
 
     async def frames(self) -> AsyncIterator[bytes]:
-        groups = [room_group(self.room_id), access_group(self.room_id)]
+        groups = [access_group(self.room_id)]
         if self.member_key.startswith("u:"):
             groups.append(user_access_group(int(self.member_key[2:])))
-        subscription = Subscription(groups)
+        subscription = Subscription(self.room_id, groups)
         try:
             yield f"retry: {RETRY_MS}\n\n".encode()
             async with contextlib.aclosing(self._events(subscription)) as events:

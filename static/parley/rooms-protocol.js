@@ -180,7 +180,18 @@ export class RoomClient extends EventTarget {
       return;
     }
     this.watchdog();
+    this.onEvent(event);
+  }
+
+  // One server event. A "batch" carries several, in order: a server that is behind sends
+  // them in one frame (docs/protocol.md, "batch").
+  onEvent(event) {
     switch (event.type) {
+      case "batch":
+        for (const inner of Array.isArray(event.events) ? event.events : []) {
+          if (inner && inner.type !== "batch") this.onEvent(inner);
+        }
+        return undefined;
       case "hello": return this.onHello(event);
       case "chat.message": return this.onMessage(event);
       case "chat.backlog": return this.onBacklog(event);

@@ -2,12 +2,17 @@
 
 from __future__ import annotations
 
+import asyncio
+import json
+from collections import deque
+
 from channels.db import database_sync_to_async
 from channels.testing import WebsocketCommunicator
 from django.contrib.auth import BACKEND_SESSION_KEY, HASH_SESSION_KEY, SESSION_KEY
 from django.contrib.sessions.backends.db import SessionStore
 
 from project.asgi import application
+from rooms.fanout import room_fanout
 from rooms.identity import join_as_guest
 from rooms.models import Room
 
@@ -32,6 +37,47 @@ def user_session_key(user) -> str:
     return session.session_key
 
 
+class RoomCommunicator(WebsocketCommunicator):
+    """A communicator that reads a `batch` frame (docs/protocol.md) as the events it carries,
+    one at a time and in order, as the browser client applies it."""
+
+    def __init__(self, *args, **kwargs):
+        super().__init__(*args, **kwargs)
+        self.unbatched: deque[dict] = deque()
+
+    async def receive_json_from(self, timeout: float = 1) -> dict:
+        if not self.unbatched:
+            event = json.loads(await self.receive_from(timeout))
+            if event.get("type") != "batch":
+                return event
+            self.unbatched.extend(event["events"])
+        return self.unbatched.popleft()
+
+
+class RoomListener:
+    """Hears a room's events as its sockets do, through the process's fan-out
+    (rooms/fanout.py): `async with RoomListener(room_id) as listener: await listener.next()`."""
+
+    def __init__(self, room_id: int):
+        self.room_id = room_id
+        self.events: asyncio.Queue[dict] = asyncio.Queue()
+
+    async def __aenter__(self) -> RoomListener:
+        await room_fanout().join(self.room_id, self)
+        return self
+
+    async def __aexit__(self, *exc) -> None:
+        await room_fanout().leave(self.room_id, self)
+
+    async def room_frames(self, frames: list[str], texts: list[str]) -> None:
+        for text in texts:
+            self.events.put_nowait(json.loads(text))
+
+    async def next(self, timeout: float = 30) -> dict:
+        async with asyncio.timeout(timeout):
+            return await self.events.get()
+
+
 def room_socket(slug: str, session_key: str | None, *, query: str = "",
                 origin: tuple[bytes, bytes] | None = ORIGIN,
                 kind: str = "rooms") -> WebsocketCommunicator:
@@ -42,7 +88,7 @@ def room_socket(slug: str, session_key: str | None, *, query: str = "",
     if session_key:
         headers.append((b"cookie", f"sessionid={session_key}".encode()))
     path = f"/ws/{kind}/{slug}/" + (f"?{query}" if query else "")
-    return WebsocketCommunicator(application, path, headers=headers)
+    return RoomCommunicator(application, path, headers=headers)
 
 
 async def connected(slug: str, session_key: str, **kwargs) -> tuple[WebsocketCommunicator, dict]:
@@ -64,11 +110,20 @@ async def receive_type(communicator: WebsocketCommunicator, kind: str, timeout: 
 
 
 @database_sync_to_async
-def close_db_connections() -> None:
+def _close_sync_thread_connections() -> None:
     """Close the connection of the thread that runs consumers' database work."""
     from django.db import connections
 
     connections.close_all()
+
+
+async def close_db_connections() -> None:
+    """Close the connections of the threads that run consumers' database work: the shared
+    sync thread's and the chat writer's (PostgreSQL cannot drop a database still in use)."""
+    from rooms import writer
+
+    await _close_sync_thread_connections()
+    await writer.close_connections()
 
 
 async def stop_in_process_calls() -> None:
