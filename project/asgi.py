@@ -28,6 +28,7 @@ import signaling.routing  # noqa: E402
 import signaling.sfu.routing  # noqa: E402
 import transcription.routing  # noqa: E402
 from project import transport  # noqa: E402
+from rooms.consumers import PREBUILT_FRAMES  # noqa: E402
 from rooms.origin import SameOriginValidator  # noqa: E402
 
 transport.install(settings.PARLEY["MAX_OUTBOUND_BYTES"])
@@ -45,7 +46,12 @@ api_sockets = AuthMiddlewareStack(URLRouter(transcription.routing.websocket_urlp
 
 async def websockets(scope, receive, send):
     """`/v1/...` sockets authenticate by key (no Origin from API clients); all others must
-    come from our own pages."""
+    come from our own pages. Under daphne, room sockets may write room broadcasts as
+    prebuilt frames (rooms.consumers.PREBUILT_FRAMES)."""
+    write = transport.prebuilt_frame_writer(send)
+    if write is not None:
+        scope = {**scope, "extensions": {**(scope.get("extensions") or {}),
+                                         PREBUILT_FRAMES: {"write": write}}}
     app = api_sockets if scope["path"].startswith("/v1/") else room_sockets
     return await app(scope, receive, send)
 

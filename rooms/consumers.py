@@ -9,11 +9,15 @@ from autobahn.exception import Disconnected
 from channels.db import database_sync_to_async
 
 from . import protocol, services, writer
-from .fanout import room_fanout
+from .fanout import Outgoing, room_fanout
 from .presence import presence_store
 from .sockets import RoomSocket
 
 log = logging.getLogger(__name__)
+
+# The ASGI scope extension through which the server takes prebuilt frames (project/asgi.py
+# adds it under daphne): {"write": callable(bytes) -> bool, False when it cannot take one}.
+PREBUILT_FRAMES = "parley.prebuilt_frames"
 
 
 class RoomConsumer(RoomSocket):
@@ -104,14 +108,19 @@ class RoomConsumer(RoomSocket):
             "id": stored.pk, "sent_at": stored.sent_at.isoformat().replace("+00:00", "Z"),
         })
 
-    async def room_frames(self, frames: list[str], texts: list[str]) -> None:
-        """Called by the fan-out with the room's events: write the frames as they are (each
-        encoded once for all of the room's sockets)."""
+    async def room_frames(self, out: Outgoing) -> None:
+        """Called by the fan-out with the room's events: write their frames as they are,
+        encoded once for all of the room's sockets; under daphne, as prebuilt wire bytes
+        straight to the connection (project/transport.py), skipping the per-socket work of
+        the ASGI send path."""
         if self._ended:
             return
+        write = self.scope.get("extensions", {}).get(PREBUILT_FRAMES, {}).get("write")
         try:
-            for frame in frames:
-                await self.base_send({"type": "websocket.send", "text": frame})
+            for frame, wire in zip(out.frames, out.wire if write else out.frames,
+                                   strict=True):
+                if write is None or not write(wire):
+                    await self.base_send({"type": "websocket.send", "text": frame})
         except Disconnected:
             pass  # the client has just gone; closed() follows
 
@@ -183,9 +192,9 @@ class RoomHeartbeat:
         except Exception:
             log.warning("heartbeat could not read the room's seq", exc_info=True)
         else:
-            frames = [services.heartbeat_text(seq)]
+            out = Outgoing([services.heartbeat_text(seq)])
             for socket in self.sockets():
-                await socket.room_frames(frames, frames)
+                await socket.room_frames(out)
         # Renew this process's entries (in case Redis restarted and forgot them), then
         # announce whoever another process left behind.
         entries = {socket.channel_name: socket.me for socket in self.sockets()}

@@ -31,7 +31,7 @@ from django.conf import settings
 
 log = logging.getLogger(__name__)
 
-# The largest batch frame: well below the outbound bound (MAX_OUTBOUND_BYTES, 512 KiB), so a
+# The largest batch frame, in UTF-8 bytes: well below the outbound bound (MAX_OUTBOUND_BYTES, 512 KiB), so a
 # batch alone never closes a socket for being behind. Longer runs go out as several frames.
 BATCH_MAX_BYTES = 64 * 1024
 BATCH_PREFIX = '{"type":"batch","events":['
@@ -49,11 +49,12 @@ def frames_for(texts: list[str]) -> list[str]:
         return texts
     frames, run, size = [], [], 0
     for text in texts:
-        if run and size + len(text) + 1 > BATCH_MAX_BYTES:
+        length = len(text) if text.isascii() else len(text.encode())
+        if run and size + length + 1 > BATCH_MAX_BYTES:
             frames.append(_batch(run))
             run, size = [], 0
         run.append(text)
-        size += len(text) + 1
+        size += length + 1
     frames.append(_batch(run))
     return frames
 
@@ -62,12 +63,44 @@ def _batch(run: list[str]) -> str:
     return run[0] if len(run) == 1 else BATCH_PREFIX + ",".join(run) + "]}"
 
 
+def websocket_frame(text: str) -> bytes:
+    """`text` as one complete, unmasked WebSocket text frame (RFC 6455 5.2), the bytes a
+    server writes: built once for all of a room's sockets instead of once per socket."""
+    payload = text.encode()
+    n = len(payload)
+    if n < 126:
+        head = bytes((0x81, n))
+    elif n < 1 << 16:
+        head = bytes((0x81, 126)) + n.to_bytes(2, "big")
+    else:
+        head = bytes((0x81, 127)) + n.to_bytes(8, "big")
+    return head + payload
+
+
+class Outgoing:
+    """What one flush sends: the events (`texts`), the frames that carry them (`frames`),
+    and those frames as wire bytes (`wire`, built on first use, once for every socket)."""
+
+    __slots__ = ("texts", "frames", "_wire")
+
+    def __init__(self, texts: list[str]):
+        self.texts = texts
+        self.frames = frames_for(texts)
+        self._wire: list[bytes] | None = None
+
+    @property
+    def wire(self) -> list[bytes]:
+        if self._wire is None:
+            self._wire = [websocket_frame(frame) for frame in self.frames]
+        return self._wire
+
+
 class Receiver(Protocol):
     """Something that wants a room's events: a room socket, a caption feed."""
 
-    async def room_frames(self, frames: list[str], texts: list[str]) -> None:
-        """Called with the frames to send as they are and the events they carry. Must not
-        wait on its client: a slow one is bounded by the transport (project/transport.py)."""
+    async def room_frames(self, out: Outgoing) -> None:
+        """Called with each flush of the room's events. Must not wait on its client: a slow
+        one is bounded by the transport (project/transport.py)."""
 
 
 class LocalRoom:
@@ -92,10 +125,10 @@ class LocalRoom:
             texts, self.pending = self.pending, []
             if not texts:
                 continue
-            frames = frames_for(texts)
+            out = Outgoing(texts)
             for receiver in list(self.receivers):
                 try:
-                    await receiver.room_frames(frames, texts)
+                    await receiver.room_frames(out)
                 except Exception:
                     log.exception("delivering room %s events failed", self.room_id)
 

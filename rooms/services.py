@@ -115,38 +115,33 @@ def post_message(room: Room, author: Participant, text: str, client_id: str) -> 
 
 def post_messages(room: Room, requests: list[PostRequest]) -> list[PostResult]:
     """Store several chat messages of one room in one transaction (group commit, issue #13):
-    one query finds re-sends, one UPDATE ... RETURNING allocates the seq numbers of the rest,
-    one INSERT stores them. Results are in request order; a client_id repeated within the
-    batch is stored once. All or nothing, like a single message."""
-    earlier = _stored_copies(room, requests)
+    one UPDATE ... RETURNING allocates their seq numbers, one INSERT stores them. Results are
+    in request order; a client_id repeated within the batch is stored once. All or nothing,
+    like a single message.
+
+    A re-send of a message stored earlier is rare (a reconnect's outbox), so it is not looked
+    for up front: the unique (room, author, client_id) constraint refuses the batch, which is
+    then stored one message at a time, each re-send answered with its first copy."""
     fresh: dict[tuple[str, str], PostRequest] = {}
     for request in requests:
-        if request.key not in earlier:
-            fresh.setdefault(request.key, request)
-    stored: dict[tuple[str, str], Message] = {}
-    if fresh:
-        try:
-            with transaction.atomic():
-                last = _allocate_seqs(room.pk, len(fresh))
-                rows = [
-                    Message(room_id=room.pk, seq=last - len(fresh) + n, author_key=r.author.key,
-                            author_name=r.author.name, author_user_id=r.author.user_id,
-                            client_id=r.client_id, text=r.text)
-                    for n, r in enumerate(fresh.values(), start=1)
-                ]
-                Message.objects.bulk_create(rows)
-        except IntegrityError:
-            # A client_id raced in through another connection between our look-up and our
-            # insert: store the batch one by one, which settles each race on its own.
-            return [_post_one(room, r) for r in requests]
-        stored = dict(zip(fresh, rows, strict=True))
+        fresh.setdefault(request.key, request)
+    try:
+        with transaction.atomic():
+            last = _allocate_seqs(room.pk, len(fresh))
+            rows = [
+                Message(room_id=room.pk, seq=last - len(fresh) + n, author_key=r.author.key,
+                        author_name=r.author.name, author_user_id=r.author.user_id,
+                        client_id=r.client_id, text=r.text)
+                for n, r in enumerate(fresh.values(), start=1)
+            ]
+            Message.objects.bulk_create(rows)
+    except IntegrityError:
+        return [_post_one(room, request) for request in requests]
+    stored = dict(zip(fresh, rows, strict=True))
     results, seen = [], set()
     for request in requests:
-        if request.key in earlier:
-            results.append(PostResult(earlier[request.key], created=False))
-        else:
-            results.append(PostResult(stored[request.key], created=request.key not in seen))
-            seen.add(request.key)
+        results.append(PostResult(stored[request.key], created=request.key not in seen))
+        seen.add(request.key)
     return results
 
 

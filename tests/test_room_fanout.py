@@ -26,8 +26,8 @@ class Collector:
         self.calls: list[tuple[list[str], list[str]]] = []
         self.arrived = asyncio.Event()
 
-    async def room_frames(self, frames: list[str], texts: list[str]) -> None:
-        self.calls.append((frames, texts))
+    async def room_frames(self, out) -> None:
+        self.calls.append((out.frames, out.texts))
         self.arrived.set()
 
     def texts(self) -> list[str]:
@@ -89,7 +89,7 @@ async def test_events_that_pile_up_go_out_as_one_batch_to_every_receiver():
 
 async def test_a_receiver_that_fails_does_not_stop_the_others():
     class Broken:
-        async def room_frames(self, frames, texts):
+        async def room_frames(self, out):
             raise RuntimeError("a bug in one receiver")
 
     fanout = RoomFanout()
@@ -207,25 +207,25 @@ async def test_a_batch_gets_consecutive_seqs_and_stores_repeats_once():
 
 
 async def test_a_batch_that_races_a_resend_falls_back_to_one_by_one(monkeypatch):
-    """The same client_id stored by another connection between the batch's look-up and its
-    insert: the batch is stored message by message and the race answered with that copy."""
+    """The same client_id stored by another connection between the one-by-one look-up and
+    its insert: answered with that copy, not an error."""
     room = await make_room()
     real_lookup = services._stored_copies
-    calls = []
 
     def lookup_missing_the_race(room_, requests):
-        calls.append(len(requests))
-        if len(calls) == 1:  # the batch's look-up: the rival has not committed yet
+        if requests[0].client_id == "b1" and not Message.objects.filter(client_id="b1"):
             services.post_message(room_, Participant(key="g:bob", name="Bob"), "rival", "b1")
-            return {}
+            return {}  # looked before the rival committed
         return real_lookup(room_, requests)
 
+    await database_sync_to_async(services.post_message)(
+        room, Participant(key="g:ann", name="Ann"), "earlier", "a0")
     monkeypatch.setattr(services, "_stored_copies", lookup_missing_the_race)
     results = await database_sync_to_async(services.post_messages)(
-        room, [request("ann", "a1"), request("bob", "b1", "mine"), request("ann", "a2")])
+        room, [request("ann", "a1"), request("bob", "b1", "mine"), request("ann", "a0")])
     assert [(r.message.client_id, r.message.seq, r.created) for r in results] == [
-        ("a1", 2, True), ("b1", 1, False), ("a2", 3, True)]
-    assert [row[:2] for row in await stored(room)] == [(1, "b1"), (2, "a1"), (3, "a2")]
+        ("a1", 2, True), ("b1", 3, False), ("a0", 1, False)]
+    assert [row[:2] for row in await stored(room)] == [(1, "a0"), (2, "a1"), (3, "b1")]
 
 
 async def test_sends_that_wait_together_are_stored_in_one_transaction(monkeypatch):
@@ -292,3 +292,23 @@ async def test_one_heartbeat_read_per_room_whatever_the_number_of_sockets(settin
     assert reads == [room.pk]  # one read served all three sockets
     for socket in sockets:
         await socket.disconnect()
+
+
+# --- prebuilt frames ---------------------------------------------------------------------
+
+def parse_server_frame(data: bytes) -> tuple[bool, int, bytes]:
+    """(fin, opcode, payload) of one unmasked frame that is all of `data` (RFC 6455 5.2)."""
+    fin, opcode = bool(data[0] & 0x80), data[0] & 0x0F
+    assert not data[1] & 0x80  # servers never mask
+    length, offset = data[1] & 0x7F, 2
+    if length == 126:
+        length, offset = int.from_bytes(data[2:4], "big"), 4
+    elif length == 127:
+        length, offset = int.from_bytes(data[2:10], "big"), 10
+    assert len(data) == offset + length
+    return fin, opcode, data[offset:]
+
+
+@pytest.mark.parametrize("text", ["{}", "é" * 200, "€" * 30_000])  # 7-, 16- and 64-bit lengths
+def test_a_prebuilt_frame_is_one_final_text_frame_of_the_utf8(text):
+    assert parse_server_frame(fanout_module.websocket_frame(text)) == (True, 1, text.encode())

@@ -158,12 +158,12 @@ class Subscription:
         for group in self.groups:
             await self.layer.group_add(group, self.channel)
 
-    async def room_frames(self, frames: list[str], texts: list[str]) -> None:
-        """Called by the fan-out with the room's events."""
-        if self.waiting.qsize() + len(texts) > self.MAX_WAITING:
+    async def room_frames(self, out) -> None:
+        """Called by the fan-out with the room's events (a rooms.fanout.Outgoing)."""
+        if self.waiting.qsize() + len(out.texts) > self.MAX_WAITING:
             self.overflowed = True
             return
-        for text in texts:
+        for text in out.texts:
             self.waiting.put_nowait(text)
 
     async def next(self, timeout: float) -> dict | None:

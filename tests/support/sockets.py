@@ -69,8 +69,8 @@ class RoomListener:
     async def __aexit__(self, *exc) -> None:
         await room_fanout().leave(self.room_id, self)
 
-    async def room_frames(self, frames: list[str], texts: list[str]) -> None:
-        for text in texts:
+    async def room_frames(self, out) -> None:
+        for text in out.texts:
             self.events.put_nowait(json.loads(text))
 
     async def next(self, timeout: float = 30) -> dict:
