@@ -1,4 +1,8 @@
-"""What bench/chat_fanout.py and bench/socketio_peer.py share.
+"""What the fan-out benches share (bench/chat_fanout.py, bench/asgi_servers.py, bench/hardening.py).
+
+Two generations: `RoomLoad` / `Tally` / `run_load` (below, the fan-out issue's load: every
+client a sender, one fixed total rate, clients on bench/wire.py) and the older `LoadShape` /
+`Recorder` / `measure` that bench/hardening.py still uses (a subset of senders, awaitable sends).
 
 The load shape, the senders' fixed-rate schedule, delivery and latency bookkeeping, CPU sampling
 of the processes involved, and the results table. Every client runs in the bench process, so
@@ -297,3 +301,243 @@ def row(result: Result) -> str:
         f"{fmt(result.p50):>7} {fmt(result.p99):>7} {trend:>11} {cpu:>26} {syncs!s:>5}  "
         f"{result.status}"
     )
+
+
+# ---- the fan-out issue's load: every client a sender, one total rate (bench/wire.py clients)
+
+
+@dataclass(frozen=True)
+class RoomLoad:
+    """`clients` sockets in one room; message m (0, 1, ...) is sent at t0 + m / rate by client
+    m % clients, so every client sends and the room gets `rate` messages/s in total."""
+
+    clients: int
+    rate: float  # messages per second, all senders together
+    duration: float = 20.0  # measured window, seconds
+    warmup: float = 2.0
+    grace: float = 3.0  # after the last send, late deliveries still count this long
+    payload: int = 100  # bytes of message text
+
+    @property
+    def warm_count(self) -> int:
+        return math.ceil(self.warmup * self.rate)
+
+    @property
+    def window_count(self) -> int:
+        return max(1, round(self.duration * self.rate))
+
+    @property
+    def window_seconds(self) -> float:
+        return self.window_count / self.rate
+
+    @property
+    def expected_rate(self) -> float:
+        return self.rate * self.clients
+
+    @property
+    def label(self) -> str:
+        return f"{self.clients}x{self.rate:g}/s"
+
+
+@dataclass
+class Tally:
+    """Deliveries and latencies of one run. A text is `bench <index> <perf_counter> xxx...`,
+    padded to the payload size; the receiver parses index and send time back (one clock)."""
+
+    load: RoomLoad
+    window_start: float = float("inf")
+    window_end: float = float("-inf")
+    sent: int = 0  # window messages sent
+    in_window: int = 0  # deliveries received inside the window
+    delivered: int = 0  # deliveries of window messages, by the end of the grace period
+    latencies: list[float] = field(default_factory=list)  # seconds, window messages
+    first_quarter: list[float] = field(default_factory=list)
+    last_quarter: list[float] = field(default_factory=list)
+    max_lag: float = 0.0  # seconds the scheduler ran behind (client event loop health)
+    target: int | None = None
+    complete: asyncio.Event = field(default_factory=asyncio.Event)
+
+    def text(self, index: int) -> str:
+        head = f"{PREFIX} {index} {time.perf_counter():.6f} "
+        return head + "x" * max(0, self.load.payload - len(head))
+
+    def received(self, text: str) -> None:
+        """Per delivery, so kept short: one split, two conversions, a few compares."""
+        now = time.perf_counter()
+        parts = text.split(" ", 3)
+        if parts[0] != PREFIX:
+            return
+        if self.window_start <= now < self.window_end:
+            self.in_window += 1
+        index = int(parts[1]) - self.load.warm_count
+        count = self.load.window_count
+        if 0 <= index < count:
+            latency = now - float(parts[2])
+            self.delivered += 1
+            self.latencies.append(latency)
+            if index < count // 4:
+                self.first_quarter.append(latency)
+            elif index >= count - count // 4:
+                self.last_quarter.append(latency)
+            if self.target is not None and self.delivered >= self.target:
+                self.complete.set()
+
+
+def tree_pids(pid: int) -> list[int]:
+    """`pid` and its descendants (granian and tsx run workers as child processes)."""
+    found, todo = [], [pid]
+    while todo:
+        current = todo.pop()
+        found.append(current)
+        try:
+            for task in os.listdir(f"/proc/{current}/task"):
+                with open(f"/proc/{current}/task/{task}/children") as children:
+                    todo.extend(int(c) for c in children.read().split())
+        except OSError:
+            continue
+    return found
+
+
+def tree_cpu_seconds(pids: Sequence[int]) -> float:
+    return sum(cpu_seconds(p) for pid in pids for p in tree_pids(pid))
+
+
+@dataclass
+class LoadResult:
+    load: RoomLoad
+    sent: int
+    delivered: int
+    rate: float  # deliveries/s received during the window
+    p50: float | None  # ms
+    p99: float | None
+    p50_first: float | None
+    p50_last: float | None
+    max_lag: float  # ms
+    cpu: dict[str, float]  # % of one core over the window: bench, server, redis, other
+    unacked: int | None = None  # Parley: messages never acknowledged by the end
+    notes: list[str] = field(default_factory=list)
+
+    @property
+    def lost(self) -> int:
+        return self.sent * self.load.clients - self.delivered
+
+    def us_per_delivery(self, who: str) -> float | None:
+        """CPU µs that `who` (server, bench, redis) spent per delivery in the window."""
+        if who not in self.cpu or not self.rate:
+            return None
+        return self.cpu[who] / 100 / self.rate * 1e6
+
+    @property
+    def saturated(self) -> list[str]:
+        load, reasons = self.load, []
+        if self.sent < load.window_count:
+            reasons.append("senders fell short")
+        if self.lost > 0:
+            reasons.append("lost")
+        if self.unacked:
+            reasons.append("unacknowledged")
+        if self.rate < 0.97 * load.expected_rate:
+            reasons.append("rate<expected")
+        if (self.p50_first is not None and self.p50_last is not None
+                and self.p50_last > 2 * self.p50_first and self.p50_last - self.p50_first > 50):
+            reasons.append("latency growing")
+        return reasons
+
+    @property
+    def status(self) -> str:
+        status = "ok" if not self.saturated else f"SATURATED ({', '.join(self.saturated)})"
+        if self.cpu.get("other", 0) > 20:
+            status += " [other load on the machine]"
+        return status
+
+
+async def run_load(
+    load: RoomLoad, senders: Sequence[Callable[[str], None]], tally: Tally,
+    pids: dict[str, list[int]],
+) -> LoadResult:
+    """Send at the fixed total rate from one scheduler (a send is a buffered socket write),
+    sample CPU over the window, wait out the grace period, and sum up."""
+    total = load.warm_count + load.window_count
+    t0 = time.perf_counter() + 0.2
+    tally.window_start = t0 + load.warm_count / load.rate
+    tally.window_end = tally.window_start + load.window_seconds
+    cpu_start: dict[str, float] = {}
+    cpu_end: dict[str, float] = {}
+    groups = {"bench": [os.getpid()], **pids}
+
+    async def sample(into: dict[str, float], at: float) -> None:
+        await asyncio.sleep(max(0.0, at - time.perf_counter()))
+        # The bench process alone: the servers it started are its descendants.
+        into.update({name: tree_cpu_seconds(ps) for name, ps in groups.items()})
+        into["bench"] = cpu_seconds(os.getpid())
+        into["all"] = system_busy_seconds()
+
+    samplers = [asyncio.create_task(sample(cpu_start, tally.window_start)),
+                asyncio.create_task(sample(cpu_end, tally.window_end))]
+    count = len(senders)
+    for m in range(total):
+        due = t0 + m / load.rate
+        delay = due - time.perf_counter()
+        if delay > 0:
+            await asyncio.sleep(delay)
+        else:
+            tally.max_lag = max(tally.max_lag, -delay)
+        try:
+            senders[m % count](tally.text(m))
+        except ConnectionError:
+            continue
+        if load.warm_count <= m:
+            tally.sent += 1
+    await asyncio.gather(*samplers)
+    tally.target = tally.sent * load.clients
+    if tally.delivered >= tally.target:
+        tally.complete.set()
+    with contextlib.suppress(TimeoutError):
+        await asyncio.wait_for(tally.complete.wait(), load.grace)
+    cpu = {name: 100 * (cpu_end[name] - cpu_start[name]) / load.window_seconds
+           for name in cpu_start}
+    cpu["other"] = max(0.0, cpu.pop("all") - sum(cpu.values()))
+    ms = sorted(lat * 1000 for lat in tally.latencies)
+    return LoadResult(
+        load=load, sent=tally.sent, delivered=tally.delivered,
+        rate=tally.in_window / load.window_seconds,
+        p50=percentile(ms, 0.5) if ms else None, p99=percentile(ms, 0.99) if ms else None,
+        p50_first=statistics.median(tally.first_quarter) * 1000 if tally.first_quarter else None,
+        p50_last=statistics.median(tally.last_quarter) * 1000 if tally.last_quarter else None,
+        max_lag=tally.max_lag * 1000, cpu=cpu,
+    )
+
+
+LOAD_HEADER = (
+    f"{'server':28} {'shape':>12} {'exp/s':>7} {'got/s':>7} {'p50 ms':>8} {'p99 ms':>8} "
+    f"{'lost':>6} {'unack':>5} {'srv cpu%':>8} {'srv µs/d':>8} {'cli µs/d':>8} "
+    f"{'other%':>6} {'ratio p50/p99/µs':>17}  status"
+)
+
+
+def load_row(name: str, r: LoadResult, reference: LoadResult | None = None) -> str:
+    """One table line; `reference` (the same shape on the reference server) adds ratios
+    (ours over the reference's: 3.0 means three times the reference's latency or CPU)."""
+    ratio = "-"
+    if reference is not None and reference.p50 and reference.p99 and r.p50 is not None:
+        ours, theirs = r.us_per_delivery("server"), reference.us_per_delivery("server")
+        cpu = f"{ours / theirs:.1f}" if ours and theirs else "-"
+        ratio = f"{r.p50 / reference.p50:.1f}/{r.p99 / reference.p99:.1f}/{cpu}"
+    unacked = "-" if r.unacked is None else str(r.unacked)
+    return (
+        f"{name:28} {r.load.label:>12} {r.load.expected_rate:>7.0f} {r.rate:>7.0f} "
+        f"{fmt(r.p50):>8} {fmt(r.p99):>8} {r.lost:>6} {unacked:>5} "
+        f"{fmt(r.cpu.get('server'), '.0f'):>8} {fmt(r.us_per_delivery('server')):>8} "
+        f"{fmt(r.us_per_delivery('bench')):>8} {fmt(r.cpu.get('other'), '.0f'):>6} "
+        f"{ratio:>17}  {r.status}"
+    )
+
+
+def git_describe(root: object) -> str:
+    import subprocess
+
+    try:
+        return subprocess.run(["git", "describe", "--always", "--dirty"], cwd=root,
+                              capture_output=True, text=True, timeout=10).stdout.strip()
+    except (OSError, subprocess.SubprocessError):
+        return "unknown"

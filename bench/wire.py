@@ -74,13 +74,16 @@ class WebSocket(asyncio.Protocol):
         self._buf = b""
         self._fragments: list[bytes] | None = None
         self._upgraded = False
+        self._on_open: Callable[[WebSocket], None] | None = None
 
     @classmethod
     async def connect(
         cls, url: str, on_text: Callable[[bytes], None], headers: dict[str, str] | None = None,
-        timeout: float = 10,
+        timeout: float = 10, on_open: Callable[[WebSocket], None] | None = None,
     ) -> WebSocket:
-        """Open `ws://host:port/path?query` and complete the upgrade."""
+        """Open `ws://host:port/path?query` and complete the upgrade. `on_open(socket)` runs
+        once it is upgraded, before its first frame: frames may come with the 101 itself,
+        and their handlers may need to answer on the socket before `connect` returns."""
         parts = urlsplit(url)
         if parts.scheme != "ws":
             raise ValueError("only ws:// URLs")
@@ -96,6 +99,7 @@ class WebSocket(asyncio.Protocol):
         loop = asyncio.get_running_loop()
         async with asyncio.timeout(timeout):
             _, socket = await loop.create_connection(lambda: cls(on_text), host, port)
+            socket._on_open = on_open
             socket._accept = base64.b64encode(hashlib.sha1(key + GUID).digest())
             socket.transport.write(("\r\n".join(lines) + "\r\n\r\n").encode())
             await socket._opened
@@ -172,6 +176,8 @@ class WebSocket(asyncio.Protocol):
             return False
         self._upgraded = self.open = True
         self._opened.set_result(None)
+        if self._on_open is not None:
+            self._on_open(self)
         return True
 
     def _other_frame(self, b0: int, payload: bytes) -> None:
@@ -277,13 +283,17 @@ class RoomSocket:
         parts = urlsplit(self.base_url)
         query = "" if self.last_seq is None else f"?after={self.last_seq}"
         self._hello = asyncio.get_running_loop().create_future()
-        self.socket = await WebSocket.connect(
+        await WebSocket.connect(
             f"ws://{parts.netloc}/ws/rooms/{self.slug}/{query}", self._on_frame,
             {"Origin": self.base_url, "Cookie": f"sessionid={self.session_id}"}, timeout,
+            self._attach,
         )
-        self.socket.on_close = self._on_close
         async with asyncio.timeout(timeout):
             await self._hello
+
+    def _attach(self, socket: WebSocket) -> None:
+        self.socket = socket
+        socket.on_close = self._on_close
 
     async def close(self) -> None:
         if self._sync_timer is not None:
@@ -438,10 +448,13 @@ class SocketIOClient:
 
     async def connect(self, timeout: float = 20) -> None:
         self._connected = asyncio.get_running_loop().create_future()
-        self.socket = await WebSocket.connect(self.url, self._on_frame, timeout=timeout)
-        self.socket.on_close = self._on_close
+        await WebSocket.connect(self.url, self._on_frame, timeout=timeout, on_open=self._attach)
         async with asyncio.timeout(timeout):
             await self._connected
+
+    def _attach(self, socket: WebSocket) -> None:
+        self.socket = socket
+        socket.on_close = self._on_close
 
     async def close(self) -> None:
         if self.socket is not None:

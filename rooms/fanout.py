@@ -31,8 +31,9 @@ from django.conf import settings
 
 log = logging.getLogger(__name__)
 
-# The largest batch frame, in UTF-8 bytes: well below the outbound bound (MAX_OUTBOUND_BYTES, 512 KiB), so a
-# batch alone never closes a socket for being behind. Longer runs go out as several frames.
+# The largest batch frame, in UTF-8 bytes: well below the outbound bound (MAX_OUTBOUND_BYTES,
+# 512 KiB), so a batch alone never closes a socket for being behind. Longer runs go out as
+# several frames.
 BATCH_MAX_BYTES = 64 * 1024
 BATCH_PREFIX = '{"type":"batch","events":['
 
