@@ -17,6 +17,7 @@ the `parley.prebuilt_frames` scope extension.
 
 from __future__ import annotations
 
+import asyncio
 import functools
 import logging
 from collections.abc import Callable
@@ -29,6 +30,8 @@ log = logging.getLogger(__name__)
 
 # How long a socket closed for its backlog may take to drain before the connection is dropped.
 CLOSE_GRACE_SECONDS = 10
+# How often a socket that is behind is checked for having caught up with what it was sent.
+HOLD_CHECK_SECONDS = 0.05
 
 
 def unsent_bytes(transport) -> int:
@@ -42,6 +45,9 @@ class BoundedWebSocketProtocol(ws_protocol.WebSocketProtocol):
 
     max_outbound_bytes = 512 * 1024  # set by install() from settings
     behind = False
+    held: list[str] | None = None  # room events waiting for this socket to catch up
+    held_bytes = 0  # their size, about (characters)
+    _catch_up_check: asyncio.TimerHandle | None = None
 
     def serverSend(self, content, binary=False):
         if self.behind:
@@ -50,7 +56,7 @@ class BoundedWebSocketProtocol(ws_protocol.WebSocketProtocol):
         self._bound_backlog()
 
     def _bound_backlog(self) -> None:
-        unsent = unsent_bytes(self.transport)
+        unsent = unsent_bytes(self.transport) + (self.held_bytes if self.held else 0)
         if unsent > self.max_outbound_bytes:
             self.behind = True
             log.warning("closing a socket %s bytes behind (%s)", unsent, self.client_addr)
@@ -58,29 +64,92 @@ class BoundedWebSocketProtocol(ws_protocol.WebSocketProtocol):
             self.sendClose(code=CLOSE_SLOW_READER, reason="too far behind")
 
 
-    def write_prebuilt(self, frame: bytes) -> bool:
-        """Write one complete server text frame built by the caller (rooms/fanout.py builds
-        a room event's frame once for all of its sockets): what serverSend would write,
-        without its per-call work (encoding, framing, autobahn's checks and debug logging:
-        most of a room broadcast's cost per socket). False, and nothing written, when this
-        connection needs autobahn's own path (compression, a queued or partial send)."""
+    def write_prebuilt(self, out) -> bool:
+        """Write one flush of room events (a rooms.fanout.Outgoing), whose frames were built
+        once for all of the room's sockets: what serverSend would write, without its
+        per-call work (encoding, framing, autobahn's checks and debug logging: most of a
+        broadcast's cost per socket). False, and nothing written, when this connection
+        needs autobahn's own path (compression, a queued or partial send).
+
+        A socket whose kernel buffer is full is behind: its events are held, not queued
+        frame by frame, and sent as `batch` frames once it has caught up (checked at the
+        next flush, or after HOLD_CHECK_SECONDS), so a slow reader costs fewer frames. What is held
+        counts toward the outbound bound."""
         if self.state != self.STATE_OPEN or self.behind:
             return True  # closing: dropped, as serverSend drops it (the client resumes)
         if (self._perMessageCompress is not None or self.send_queue
                 or self.send_state != self.SEND_STATE_GROUND):
             return False
-        self._send_now(frame)
+        if self.held is not None:
+            if unsent_bytes(self.transport):
+                self._hold(out.texts)
+                return True
+            self._send_held(out.texts)  # caught up since: everything, in order
+            return True
+        full = False
+        for frame in out.wire:
+            full = self._send_now(frame) or full
+        if full:
+            self.held, self.held_bytes = [], 0
+            self._check_later()
         self._bound_backlog()
         return True
 
-    def _send_now(self, frame: bytes) -> None:
+    def _hold(self, texts: list[str]) -> None:
+        self.held.extend(texts)
+        self.held_bytes += sum(map(len, texts))
+        self._bound_backlog()
+
+    def _check_later(self) -> None:
+        self._catch_up_check = asyncio.get_running_loop().call_later(
+            HOLD_CHECK_SECONDS, self._catch_up)
+
+    def _catch_up(self) -> None:
+        """Called every HOLD_CHECK_SECONDS while events are held: send them once the
+        socket has taken what was written before."""
+        self._catch_up_check = None
+        if self.held is None or self.state != self.STATE_OPEN or self.behind:
+            self.held = None
+            return
+        if unsent_bytes(self.transport):
+            self._check_later()
+            return
+        self._send_held([])
+
+    def _send_held(self, more: list[str]) -> None:
+        """Send what was held, and `more` after it, as batch frames; hold again if the
+        socket falls behind once more."""
+        from rooms.fanout import Outgoing
+
+        if self._catch_up_check is not None:
+            self._catch_up_check.cancel()
+            self._catch_up_check = None
+        texts, self.held, self.held_bytes = self.held + more, None, 0
+        full = False
+        for frame in Outgoing(texts).wire if texts else []:
+            full = self._send_now(frame) or full
+        if full:
+            self.held = []
+            self._check_later()
+        self._bound_backlog()
+
+    def connectionLost(self, reason):
+        if self._catch_up_check is not None:
+            self._catch_up_check.cancel()
+            self._catch_up_check = None
+        self.held = None
+        super().connectionLost(reason)
+
+    def _send_now(self, frame: bytes) -> bool:
         """Hand `frame` to the kernel at once when nothing is waiting ahead of it; Twisted's
         own write only buffers it and registers the socket with the loop, then unregisters
         it after one send (two epoll_ctl calls and much Python per frame: a third of a
         broadcast's cost). Whatever the kernel does not take waits in Twisted's buffer, in
-        order, as any write would."""
+        order, as any write would. True when the kernel's buffer was full (the client is
+        behind); frames queued behind Twisted's own writes (an ack) do not say so."""
         transport = self.transport
         sock = getattr(transport, "socket", None)
+        full = False
         if (sock is not None and not getattr(transport, "TLS", False) and transport.connected
                 and not transport.disconnecting and unsent_bytes(transport) == 0):
             try:
@@ -88,12 +157,13 @@ class BoundedWebSocketProtocol(ws_protocol.WebSocketProtocol):
             except OSError:
                 sent = 0  # would block, or the connection broke: Twisted's write finds out
             if sent == len(frame):
-                return
-            frame = frame[sent:]
+                return False
+            frame, full = frame[sent:], True
         transport.write(frame)
+        return full
 
 
-def prebuilt_frame_writer(send) -> Callable[[bytes], bool] | None:
+def prebuilt_frame_writer(send) -> Callable[[object], bool] | None:
     """For an application's ASGI `send` from daphne (a partial of its server's handle_reply
     on the connection's protocol), the connection's write_prebuilt; None otherwise."""
     protocol = send.args[0] if isinstance(send, functools.partial) and send.args else None

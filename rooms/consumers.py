@@ -16,7 +16,7 @@ from .sockets import RoomSocket
 log = logging.getLogger(__name__)
 
 # The ASGI scope extension through which the server takes prebuilt frames (project/asgi.py
-# adds it under daphne): {"write": callable(bytes) -> bool, False when it cannot take one}.
+# adds it under daphne): {"write": callable(Outgoing) -> bool, False when it cannot}.
 PREBUILT_FRAMES = "parley.prebuilt_frames"
 
 
@@ -116,11 +116,11 @@ class RoomConsumer(RoomSocket):
         if self._ended:
             return
         write = self.scope.get("extensions", {}).get(PREBUILT_FRAMES, {}).get("write")
+        if write is not None and write(out):
+            return
         try:
-            for frame, wire in zip(out.frames, out.wire if write else out.frames,
-                                   strict=True):
-                if write is None or not write(wire):
-                    await self.base_send({"type": "websocket.send", "text": frame})
+            for frame in out.frames:
+                await self.base_send({"type": "websocket.send", "text": frame})
         except Disconnected:
             pass  # the client has just gone; closed() follows
 

@@ -88,3 +88,36 @@ async def test_the_first_socket_after_a_redis_restart_gets_hello(daphne_factory,
     await bob.send("after the restart")
     await bob.wait_for(lambda c: not c.outbox, timeout=10)
     await bob.close()
+
+
+async def test_a_reader_that_falls_behind_catches_up_on_batches_losing_nothing(daphne_factory):
+    """Events for a socket whose kernel buffers are full are held, not queued frame by
+    frame; once it reads again it gets them as a few `batch` frames, in order, all of them."""
+    server = daphne_factory(PARLEY_MAX_OUTBOUND_BYTES=str(64 * 1024 * 1024),
+                            PARLEY_RATE_BURST="5000", PARLEY_RATE_PER_SECOND="5000",
+                            PARLEY_FLOOD_CLOSE_AFTER="5000")
+    slug = await create_public_room(server.base_url, "catching up")
+    late = await stalled_socket(server.base_url, slug,
+                                await guest_session(server.base_url, slug, "Late"))
+    ann = RoomClient(server.base_url, slug, await guest_session(server.base_url, slug, "Ann"))
+    await ann.connect()
+    try:
+        sent = 2500  # 10 MB: more than the kernel buffers between them can take
+        for n in range(sent):
+            # One at a time: each is stored and broadcast on its own (no group commit, no
+            # batch from the room), so only the late socket's own catching up coalesces.
+            await ann.send(f"{n} {MESSAGE}")
+            await ann.wait_for(lambda c: not c.outbox, timeout=30)
+
+        frames, seen = 0, []
+        while len(seen) < sent:
+            event = json.loads(await late.recv())
+            frames += 1
+            for inner in event["events"] if event["type"] == "batch" else [event]:
+                if inner["type"] == "chat.message":
+                    seen.append(inner["seq"])
+        assert seen == list(range(1, sent + 1))
+        assert frames < sent * 0.9  # a tenth or more of the messages came coalesced
+    finally:
+        await late.close()
+        await ann.close()
