@@ -226,6 +226,7 @@ class RedisBus:
         self.origin = secrets.token_hex(6)  # tags this process's publishes
         self.rooms: dict[int, asyncio.Event] = {}  # wanted rooms -> set once confirmed
         self._pubsub = None
+        self._stale = False  # a subscribe failed: the connection's subscriptions are unknown
         self._lock = asyncio.Lock()  # one subscribe/unsubscribe/reconnect at a time
         self._reader: asyncio.Task | None = None
 
@@ -249,6 +250,7 @@ class RedisBus:
             except Exception:
                 log.warning("subscribing to room %s failed; the reader retries", room_id,
                             exc_info=True)
+                self._stale = True  # the reader starts over on a new connection
             if self._reader is None or self._reader.done():
                 self._reader = asyncio.get_running_loop().create_task(
                     self._read(), name="fanout.redis-reader")
@@ -287,6 +289,9 @@ class RedisBus:
                 if not self.rooms:
                     return
             try:
+                if self._stale:
+                    self._stale = False
+                    await self._drop()
                 if self._pubsub is None:
                     await self._resubscribe()
                 message = await self._pubsub.get_message(timeout=1.0)

@@ -162,6 +162,28 @@ async def test_the_bus_resubscribes_after_redis_restarts(redis_server):
     await two.close()
 
 
+async def test_a_room_joined_while_redis_is_down_is_subscribed_once_it_is_back(redis_server):
+    if not redis_server.owned:
+        pytest.skip("needs a redis-server this session started")
+    one, two = bus_fanout(redis_server.url), bus_fanout(redis_server.url)
+    listener = Collector()
+    await two.join(14, Collector())  # two's reader is up before Redis goes
+    redis_server.stop()
+    try:
+        await one.join(14, listener)  # its SUBSCRIBE fails; the join goes on after a while
+    finally:
+        redis_server.start()
+    async with asyncio.timeout(20):
+        while not listener.texts():
+            try:
+                await two.publish(14, [{"type": "chat.message", "seq": 1}])
+            except Exception:
+                pass  # Redis is still starting
+            await asyncio.sleep(0.2)
+    await one.close()
+    await two.close()
+
+
 async def test_leaving_the_last_room_stops_the_redis_reader(redis_server):
     fanout = bus_fanout(redis_server.url)
     receiver = Collector()
