@@ -6,14 +6,16 @@ from asgiref.sync import async_to_sync
 from django.conf import settings
 from django.contrib import messages
 from django.contrib.auth import get_user_model
+from django.core.exceptions import PermissionDenied
 from django.core.paginator import Paginator
 from django.db.models import Q
 from django.http import HttpRequest, HttpResponse, HttpResponseForbidden
 from django.shortcuts import get_object_or_404, redirect, render
+from django.templatetags.static import static
 from django.urls import reverse
 from django.views.decorators.http import require_GET, require_POST
 
-from . import services
+from . import members, services
 from .forms import AddMemberForm, CreateRoomForm, JoinForm
 from .identity import Participant, join_as_guest, participant_for
 from .models import Membership, Room
@@ -92,7 +94,8 @@ def create_room(request: HttpRequest):
 
 def enter_room(request: HttpRequest, slug: str) -> tuple[Room, Participant | None, HttpResponse]:
     """The room and the visitor's participant in it, or the page to show instead: 404,
-    login for private rooms, 403 for non-members, the join form for a guest without a name.
+    a 403 that asks guests of a private room to log in or sign up (and come back), a 403
+    for non-members, the join form for a guest without a name.
     Every page of a room (chat, calls, captions) starts here."""
     room = get_object_or_404(Room, slug=slug)
     participant = participant_for(request.session, request.user, room)
@@ -100,9 +103,9 @@ def enter_room(request: HttpRequest, slug: str) -> tuple[Room, Participant | Non
         return room, participant, None
     if room.is_private:
         if not request.user.is_authenticated:
-            return room, None, redirect(f"{reverse('login')}?next={request.path}")
-        page = render(request, "rooms/forbidden.html", {"room": room})
-        return room, None, HttpResponseForbidden(page.content)
+            return room, None, render(request, "rooms/needs_account.html",
+                                      {"room": room, "next": request.path}, status=403)
+        return room, None, render(request, "rooms/forbidden.html", {"room": room}, status=403)
     page = render(request, "rooms/join.html", {"room": room, "form": JoinForm()})
     return room, None, page
 
@@ -112,15 +115,15 @@ def room(request: HttpRequest, slug: str):
     room, participant, refusal = enter_room(request, slug)
     if refusal is not None:
         return refusal
-    is_owner = request.user.is_authenticated and (
-        request.user.is_staff
-        or Membership.objects.filter(room=room, user=request.user, role="owner").exists()
-    )
+    is_owner = members.manages(request.user, room)
+    manages = room.is_private and is_owner
     return render(request, "rooms/room.html", {
         "room": room,
         "participant": participant,
         "is_owner": is_owner,
-        "add_member_form": AddMemberForm() if room.is_private and is_owner else None,
+        "invite_url": request.build_absolute_uri(room.get_absolute_url()),
+        "members": members.members_of(room) if manages else None,
+        "add_member_form": AddMemberForm() if manages else None,
     })
 
 
@@ -144,11 +147,7 @@ def join_room(request: HttpRequest, slug: str):
 def add_member(request: HttpRequest, slug: str):
     """The owner of a private room (or staff) admits another account by username."""
     room = get_object_or_404(Room, slug=slug)
-    user = request.user
-    allowed = user.is_authenticated and (
-        user.is_staff or Membership.objects.filter(room=room, user=user, role="owner").exists()
-    )
-    if not allowed:
+    if not members.manages(request.user, room):
         return HttpResponseForbidden("Only the room's owner can add members.")
     form = AddMemberForm(request.POST)
     if form.is_valid():
@@ -161,6 +160,27 @@ def add_member(request: HttpRequest, slug: str):
     return redirect(room)
 
 
+@require_POST
+def remove_member(request: HttpRequest, slug: str, user_id: int):
+    """An owner (or staff) takes a member out of the room; their open sockets close."""
+    room = get_object_or_404(Room, slug=slug)
+    try:
+        removed = members.remove_member(room, request.user, user_id)
+    except members.NotAnOwner as refusal:
+        raise PermissionDenied(str(refusal)) from refusal
+    except members.LastOwner as refusal:
+        messages.error(request, str(refusal))
+        return redirect(room)
+    if removed is None:
+        messages.error(request, "That account is not a member of this room.")
+    elif removed.user_id == request.user.pk and not request.user.is_staff:
+        messages.success(request, f"You have left {room.name}.")
+        return redirect("lobby")
+    else:
+        messages.success(request, f"{removed.user.get_username()} can no longer enter.")
+    return redirect(room)
+
+
 def _safe_next(request: HttpRequest) -> str | None:
     """A same-room `next` path (the join form of a call page returns there)."""
     target = request.POST.get("next", "")
@@ -170,3 +190,10 @@ def _safe_next(request: HttpRequest) -> str | None:
 
 def healthz(request: HttpRequest) -> HttpResponse:
     return HttpResponse("ok", content_type="text/plain")
+
+
+@require_GET
+def favicon(request: HttpRequest) -> HttpResponse:
+    """Browsers ask for /favicon.ico whatever a page links: send them to the SVG (not
+    permanently: its hashed name changes with its content)."""
+    return redirect(static("parley/favicon.svg"))

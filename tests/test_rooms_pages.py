@@ -92,11 +92,11 @@ def test_unknown_room_is_404(client):
 
 
 def test_private_room_pages(client, user):
-    """Anonymous visitors go to login, non-members get 403, guests cannot join."""
+    """Anonymous visitors are told to log in (403), non-members get 403, guests cannot join."""
     owner = get_user_model().objects.create_user("owner", password="x")
     room = services.create_room("Team", private=True, creator=owner)
     response = client.get(f"/rooms/{room.slug}/")
-    assert response.status_code == 302 and response["Location"].startswith("/accounts/login/")
+    assert response.status_code == 403 and b"/accounts/login/?next=" in response.content
     assert client.post(f"/rooms/{room.slug}/join/", {"name": "Ann"}).status_code == 403
     client.force_login(user)
     assert client.get(f"/rooms/{room.slug}/").status_code == 403
