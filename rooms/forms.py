@@ -1,4 +1,5 @@
 from django import forms
+from django.contrib.auth import get_user_model
 
 from .identity import (
     MAX_GUEST_NAME_CHARS,
@@ -13,13 +14,17 @@ MAX_RAW_NAME_CHARS = 200
 
 
 class CreateRoomForm(forms.Form):
-    name = forms.CharField(max_length=80, strip=True)
-    private = forms.BooleanField(required=False)
+    name = forms.CharField(max_length=80, strip=True, label="Room name")
+    private = forms.BooleanField(required=False, label="Private (members with an account only)",
+                                 label_suffix="")
 
 
 class JoinForm(forms.Form):
-    name = forms.CharField(max_length=MAX_RAW_NAME_CHARS, strip=True, label="Display name")
-    max_name_chars = MAX_GUEST_NAME_CHARS  # shown by the template
+    name = forms.CharField(
+        max_length=MAX_RAW_NAME_CHARS, strip=True, label="Display name",
+        help_text=f"Up to {MAX_GUEST_NAME_CHARS} characters, as others will see you; "
+                  "names of accounts here are theirs.")
+    max_name_chars = MAX_GUEST_NAME_CHARS
 
     def clean_name(self) -> str:
         try:
@@ -38,4 +43,11 @@ class JoinForm(forms.Form):
 
 
 class AddMemberForm(forms.Form):
-    username = forms.CharField(max_length=150, strip=True)
+    username = forms.CharField(max_length=150, strip=True, label="Add a member by username")
+
+    def clean_username(self):
+        """The account with that username (cleaned_data["username"] is the user)."""
+        user = get_user_model().objects.filter(username=self.cleaned_data["username"]).first()
+        if user is None:
+            raise forms.ValidationError("No account has that username.", code="no_account")
+        return user

@@ -5,7 +5,6 @@ from __future__ import annotations
 from asgiref.sync import async_to_sync
 from django.conf import settings
 from django.contrib import messages
-from django.contrib.auth import get_user_model
 from django.core.exceptions import PermissionDenied
 from django.core.paginator import Paginator
 from django.db.models import Q
@@ -111,7 +110,8 @@ def enter_room(request: HttpRequest, slug: str) -> tuple[Room, Participant | Non
 
 
 @require_GET
-def room(request: HttpRequest, slug: str):
+def room(request: HttpRequest, slug: str, add_member_form: AddMemberForm | None = None,
+         status: int = 200):
     room, participant, refusal = enter_room(request, slug)
     if refusal is not None:
         return refusal
@@ -123,8 +123,8 @@ def room(request: HttpRequest, slug: str):
         "is_owner": is_owner,
         "invite_url": request.build_absolute_uri(room.get_absolute_url()),
         "members": members.members_of(room) if manages else None,
-        "add_member_form": AddMemberForm() if manages else None,
-    })
+        "add_member_form": (add_member_form or AddMemberForm()) if manages else None,
+    }, status=status)
 
 
 @require_POST
@@ -146,18 +146,17 @@ def join_room(request: HttpRequest, slug: str):
 @require_POST
 def add_member(request: HttpRequest, slug: str):
     """The owner of a private room (or staff) admits another account by username."""
-    room = get_object_or_404(Room, slug=slug)
-    if not members.manages(request.user, room):
+    target = get_object_or_404(Room, slug=slug)
+    if not members.manages(request.user, target):
         return HttpResponseForbidden("Only the room's owner can add members.")
     form = AddMemberForm(request.POST)
-    if form.is_valid():
-        member = get_user_model().objects.filter(username=form.cleaned_data["username"]).first()
-        if member is None:
-            messages.error(request, "No account has that username.")
-        else:
-            Membership.objects.get_or_create(room=room, user=member)
-            messages.success(request, f"{member.get_username()} can now enter this room.")
-    return redirect(room)
+    if not form.is_valid():  # the error shows beside the field, on the room page
+        request.method = "GET"
+        return room(request, slug, add_member_form=form, status=400)
+    member = form.cleaned_data["username"]
+    Membership.objects.get_or_create(room=target, user=member)
+    messages.success(request, f"{member.get_username()} can now enter this room.")
+    return redirect(target)
 
 
 @require_POST

@@ -90,3 +90,17 @@ async def test_removing_a_member_over_http_closes_their_open_socket():
     finally:
         await socket.disconnect()
         await close_db_connections()
+
+
+@pytest.mark.django_db
+def test_adding_an_unknown_username_says_so_beside_the_field():
+    room, owner, ann = make_team()
+    page = logged_in(owner).post(f"/rooms/{room.slug}/members/", {"username": "nobody"})
+    html = page.content.decode()
+    assert page.status_code == 400 and 'id="add-member"' in html
+    assert '<ul class="errorlist" id="id_username_error"><li>No account has that username.' in html
+    assert 'aria-describedby="id_username_error"' in html
+    bob = get_user_model().objects.create_user("bob", password="x")
+    added = logged_in(owner).post(f"/rooms/{room.slug}/members/", {"username": "bob"})
+    assert added["Location"] == f"/rooms/{room.slug}/"
+    assert Membership.objects.filter(room=room, user=bob, role="member").exists()

@@ -1,6 +1,7 @@
 // The room page: renders a RoomClient's chat, presence and connection status.
 import { RoomClient, MAX_TEXT_CHARS } from "./rooms-protocol.js";
 import { CaptionBoard } from "./captions.js";
+import { wireInviteLink } from "./invite-link.js";
 
 const root = document.getElementById("room");
 const list = document.getElementById("messages");
@@ -106,3 +107,6 @@ client.addEventListener("caption-error", ({ detail }) => board.onError(detail.er
 board.loadRecent();
 
 client.start();
+
+wireInviteLink(document.getElementById("copy-invite"), document.getElementById("invite-url"),
+  document.getElementById("invite-copied"));
