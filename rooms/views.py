@@ -8,7 +8,7 @@ from django.contrib import messages
 from django.core.exceptions import PermissionDenied
 from django.core.paginator import Paginator
 from django.db.models import Q
-from django.http import HttpRequest, HttpResponse, HttpResponseForbidden
+from django.http import HttpRequest, HttpResponse
 from django.shortcuts import get_object_or_404, redirect, render
 from django.templatetags.static import static
 from django.urls import reverse
@@ -131,7 +131,7 @@ def room(request: HttpRequest, slug: str, add_member_form: AddMemberForm | None 
 def join_room(request: HttpRequest, slug: str):
     room = get_object_or_404(Room, slug=slug)
     if room.is_private:
-        return HttpResponseForbidden("Private rooms are for logged-in members.")
+        raise PermissionDenied("Private rooms are for members with an account: log in.")
     form = JoinForm(request.POST)
     if not form.is_valid():  # e.g. a name that shows nothing, or an account's name
         # The page the visitor came from stays the destination: the re-rendered form's own
@@ -148,7 +148,7 @@ def add_member(request: HttpRequest, slug: str):
     """The owner of a private room (or staff) admits another account by username."""
     target = get_object_or_404(Room, slug=slug)
     if not members.manages(request.user, target):
-        return HttpResponseForbidden("Only the room's owner can add members.")
+        raise PermissionDenied("Only the room's owners can add members.")
     form = AddMemberForm(request.POST)
     if not form.is_valid():  # the error shows beside the field, on the room page
         request.method = "GET"

@@ -151,3 +151,14 @@ def test_favicon_is_linked_and_served(client):
     assert '<link rel="icon" href="/static/parley/favicon.svg" type="image/svg+xml">' in html
     redirect = client.get("/favicon.ico")
     assert redirect.status_code == 302 and redirect["Location"] == "/static/parley/favicon.svg"
+
+
+def test_refusals_from_room_forms_are_the_styled_403(client):
+    owner = get_user_model().objects.create_user("owner", password=PASSWORD)
+    room = services.create_room("Team", private=True, creator=owner)
+    joined = client.post(f"/rooms/{room.slug}/join/", {"name": "Ann"})
+    assert joined.status_code == 403 and b'id="error-403"' in joined.content
+    client.force_login(get_user_model().objects.create_user("eve", password=PASSWORD))
+    added = client.post(f"/rooms/{room.slug}/members/", {"username": "eve"})
+    assert added.status_code == 403 and b"Only the room&#x27;s owners can add members." \
+        in added.content
