@@ -194,8 +194,8 @@ class RoomFanout:
 
     async def publish(self, room_id: int, events: list[dict]) -> list[str]:
         """Send events to every receiver of the room in every process; returns their text.
-        Local receivers get them even when the bus fails (the bus's error propagates: the
-        caller logs it and moves on, clients catch up by seq)."""
+        Local receivers get them at once; the bus sends them on in the background and logs
+        what it could not send (clients catch up by seq)."""
         texts = [encode_event(event) for event in events]
         self.deliver_local(room_id, texts)
         if self.bus is not None:
@@ -229,6 +229,8 @@ class RedisBus:
         self._stale = False  # a subscribe failed: the connection's subscriptions are unknown
         self._lock = asyncio.Lock()  # one subscribe/unsubscribe/reconnect at a time
         self._reader: asyncio.Task | None = None
+        self._outbox: list[tuple[str, str]] = []  # (channel, data) waiting for the publisher
+        self._publisher: asyncio.Task | None = None
 
     def _channel(self, room_id: int) -> str:
         return f"{self.CHANNEL_PREFIX}{room_id}"
@@ -269,14 +271,31 @@ class RedisBus:
                     await self._pubsub.unsubscribe(self._channel(room_id))
 
     async def publish(self, room_id: int, texts: list[str]) -> None:
+        """Queue the events for Redis and return: one publisher task sends everything
+        queued, in order, in one pipeline per round trip, so a busy room's next batch is
+        not stored only after the previous one's Redis round trip (the writer awaits this)."""
         channel = self._channel(room_id)
-        if len(texts) == 1:
-            await self._redis().publish(channel, f"{self.origin} {texts[0]}")
-            return
-        async with self._redis().pipeline(transaction=False) as pipe:
-            for text in texts:
-                pipe.publish(channel, f"{self.origin} {text}")
-            await pipe.execute()
+        self._outbox.extend((channel, f"{self.origin} {text}") for text in texts)
+        if self._publisher is None:
+            self._publisher = asyncio.get_running_loop().create_task(
+                self._publish_queued(), name="fanout.redis-publisher")
+
+    async def _publish_queued(self) -> None:
+        """Send the queued events until none is left. Events that fail with Redis away are
+        dropped (and logged): heartbeats carry the seq and clients fetch what they missed."""
+        try:
+            while self._outbox:
+                queued, self._outbox = self._outbox, []
+                try:
+                    async with self._redis().pipeline(transaction=False) as pipe:
+                        for channel, data in queued:
+                            pipe.publish(channel, data)
+                        await pipe.execute()
+                except Exception:
+                    log.warning("room broadcast of %s events failed; clients will catch up "
+                                "by seq", len(queued), exc_info=True)
+        finally:
+            self._publisher = None
 
     async def _read(self) -> None:
         """Deliver what other processes publish, for as long as a room is wanted; after a
@@ -331,6 +350,9 @@ class RedisBus:
 
     async def close(self) -> None:
         self.rooms.clear()
+        if self._publisher is not None:  # send what is queued, then stop
+            with contextlib.suppress(Exception):
+                await asyncio.shield(self._publisher)
         if self._reader is not None:
             self._reader.cancel()
             with contextlib.suppress(asyncio.CancelledError, Exception):
