@@ -33,6 +33,7 @@ lint: install-dev
 bench: test-system-deps install-dev
 	$(BIN)/pip install -q -r requirements-bench.txt
 	$(BIN)/python bench/chat_fanout.py
+	$(BIN)/python bench/asgi_servers.py
 	$(BIN)/python bench/p2p_setup.py
 	$(BIN)/python bench/p2p_setup.py --redis
 	$(BIN)/python bench/sfu_forwarding.py
