@@ -4,6 +4,7 @@ per-room heartbeat: the pieces that make a room broadcast cost about one frame p
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 
 import pytest
@@ -14,6 +15,7 @@ from rooms import services, writer
 from rooms.fanout import BATCH_MAX_BYTES, RedisBus, RoomFanout, frames_for
 from rooms.identity import Participant
 from rooms.models import Message, Room
+from tests.support.servers import RedisServer
 from tests.support.sockets import close_db_connections, connected, guest_session_key
 
 pytestmark = pytest.mark.django_db(transaction=True)
@@ -142,44 +144,46 @@ async def test_an_event_reaches_the_other_processes_once_and_its_own_at_once(red
     await two.close()
 
 
-async def test_the_bus_resubscribes_after_redis_restarts(redis_server):
-    if not redis_server.owned:
-        pytest.skip("needs a redis-server this session started")
-    one, two = bus_fanout(redis_server.url), bus_fanout(redis_server.url)
+@pytest.fixture
+def own_redis():
+    """A redis-server this test may stop and restart (never one REDIS_URL names)."""
+    server = RedisServer.new()
+    yield server
+    server.stop()
+
+
+async def publish_until_heard(fanout: RoomFanout, room_id: int, listener: Collector) -> None:
+    """Publish until `listener` (in another process's fan-out) hears it: while Redis is
+    coming back each try is either lost or delivered, so the retry is the test's action,
+    bounded by the timeout, not a wait for time to pass."""
+    async with asyncio.timeout(20):
+        while not listener.texts():
+            with contextlib.suppress(Exception):  # Redis is still starting
+                await fanout.publish(room_id, [{"type": "chat.message", "seq": 1}])
+            await asyncio.sleep(0.2)
+
+
+async def test_the_bus_resubscribes_after_redis_restarts(own_redis):
+    one, two = bus_fanout(own_redis.url), bus_fanout(own_redis.url)
     listener = Collector()
     await one.join(12, Collector())
     await two.join(12, listener)
-    redis_server.restart()
-    # Published until the other process's reader is back: each try is lost or delivered.
-    async with asyncio.timeout(20):
-        while not listener.texts():
-            try:
-                await one.publish(12, [{"type": "chat.message", "seq": 1}])
-            except Exception:
-                pass  # Redis is still starting
-            await asyncio.sleep(0.2)
+    own_redis.restart()
+    await publish_until_heard(one, 12, listener)
     await one.close()
     await two.close()
 
 
-async def test_a_room_joined_while_redis_is_down_is_subscribed_once_it_is_back(redis_server):
-    if not redis_server.owned:
-        pytest.skip("needs a redis-server this session started")
-    one, two = bus_fanout(redis_server.url), bus_fanout(redis_server.url)
+async def test_a_room_joined_while_redis_is_down_is_subscribed_once_it_is_back(own_redis):
+    one, two = bus_fanout(own_redis.url), bus_fanout(own_redis.url)
     listener = Collector()
     await two.join(14, Collector())  # two's reader is up before Redis goes
-    redis_server.stop()
+    own_redis.stop()
     try:
         await one.join(14, listener)  # its SUBSCRIBE fails; the join goes on after a while
     finally:
-        redis_server.start()
-    async with asyncio.timeout(20):
-        while not listener.texts():
-            try:
-                await two.publish(14, [{"type": "chat.message", "seq": 1}])
-            except Exception:
-                pass  # Redis is still starting
-            await asyncio.sleep(0.2)
+        own_redis.start()
+    await publish_until_heard(two, 14, listener)
     await one.close()
     await two.close()
 

@@ -92,6 +92,11 @@ class RedisServer:
         if os.environ.get("REDIS_URL"):
             url = os.environ["REDIS_URL"]
             return cls(port=urlsplit(url).port or 6379, url=url, owned=False)
+        return cls.new()
+
+    @classmethod
+    def new(cls) -> RedisServer:
+        """A fresh redis-server of our own (tests that stop and restart it need one)."""
         port = free_port()
         server = cls(port=port, url=f"redis://127.0.0.1:{port}/0", owned=True)
         server.start()
