@@ -27,11 +27,14 @@ class RoomConsumer(RoomSocket):
 
     presence = None  # the presence store, once joined
     fanout = None  # the process's fan-out, once joined
+    write_prebuilt = None  # the server's prebuilt-frame writer, when it offers one
 
     async def joined(self) -> None:
         """Called once admitted: register, send `hello`, announce a first-tab join."""
         room = self.room
         self.presence = presence_store()
+        extensions = self.scope.get("extensions") or {}
+        self.write_prebuilt = extensions.get(PREBUILT_FRAMES, {}).get("write")
         # Receive the room's events before reading its backlog: nothing stored in between
         # is missed (a message is broadcast only after it is stored).
         self.fanout = room_fanout()
@@ -115,7 +118,7 @@ class RoomConsumer(RoomSocket):
         the ASGI send path."""
         if self._ended:
             return
-        write = self.scope.get("extensions", {}).get(PREBUILT_FRAMES, {}).get("write")
+        write = self.write_prebuilt
         if write is not None and write(out):
             return
         try:
