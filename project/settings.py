@@ -261,6 +261,13 @@ PARLEY = {
     "SIGNAL_MAX_SDP_CHARS": 64 * 1024,
     "SIGNAL_RATE_BURST": int(env_number("PARLEY_SIGNAL_RATE_BURST", 80)),
     "SIGNAL_RATE_PER_SECOND": env_number("PARLEY_SIGNAL_RATE_PER_SECOND", 20),
+    # Direct calls (docs/signaling.md): how long an invitation rings, how many a person may
+    # have ringing, how many direct calls (ringing or accepted) one person may be in, and the
+    # largest file the direct chat sends peer to peer (the server never sees the file).
+    "SIGNAL_INVITE_TIMEOUT_SECONDS": env_number("PARLEY_SIGNAL_INVITE_TIMEOUT_SECONDS", 30),
+    "SIGNAL_MAX_PENDING_INVITES": int(env_number("PARLEY_SIGNAL_MAX_PENDING_INVITES", 3)),
+    "SIGNAL_MAX_DIRECT_CALLS": int(env_number("PARLEY_SIGNAL_MAX_DIRECT_CALLS", 4)),
+    "SIGNAL_MAX_FILE_BYTES": int(env_number("PARLEY_SIGNAL_MAX_FILE_BYTES", 64 * 1024 * 1024)),
     # Client-reported captions (ws/captions/<slug>/): a turn is a handful of events, deltas
     # come a few per second.
     "CAPTION_RATE_BURST": int(env_number("PARLEY_CAPTION_RATE_BURST", 40)),
