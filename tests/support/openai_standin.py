@@ -18,8 +18,13 @@ Choices where the real API is unknown or the brief left it open:
 - Session expiry: `error` `session_expired`, then close code 1000 (the SDK's iterator ends).
 - Unknown client event types: `error` code `invalid_value`, param `type` (the message lists
   the supported types). GA event types a transcription session has no use for
-  (`response.create`, ...) get the same; in a conversation (`?model=`) session they get
-  `standin_not_implemented`, since the stand-in has no model to respond.
+  (`response.create`, ...) get the same.
+- Conversation (`?model=`) sessions answer from a script (`server.script`, `Reply`, or
+  `POST /_standin/script`), not a model: text deltas, audio deltas (a 440 Hz tone paced in
+  real time, its transcript spread over it) or a function call; `response.cancel` and speech
+  under VAD (`interrupt_response`) stop a response (`response.done` status `cancelled`); VAD
+  turns create a response (`create_response`). Usage counts a token per 4 characters.
+  `output_audio_buffer.clear` and item retrieve/delete get `standin_not_implemented`.
 - Unknown keys in a session config: `unknown_parameter` with the key's path as param (catches
   beta-shaped configs such as `input_audio_transcription`). Binary frames: `invalid_json`.
 - `audio.input.format` must be `audio/pcm` at 24000 Hz (the real API also takes G.711
@@ -304,6 +309,12 @@ def apply_session_update(current: dict[str, Any], update: Any) -> dict[str, Any]
             raise ApiError("invalid_value", "Invalid value for 'session.include'.",
                            param="session.include")
         new["include"] = include
+    if "tools" in update:
+        _check_tools(update["tools"])
+    if "output_modalities" in update and update["output_modalities"] not in (["text"],
+                                                                              ["audio"]):
+        raise ApiError("invalid_value", "output_modalities must be ['text'] or ['audio'].",
+                       param="session.output_modalities")
     for key in update.keys() - {"type", "audio", "include"}:
         new[key] = update[key]
     audio_input = new["audio"]["input"]
@@ -496,6 +507,322 @@ class _Recogniser:
         self.executor.shutdown(wait=False, cancel_futures=True)
 
 
+# --- Conversation sessions -----------------------------------------------------------------
+# A `?model=` session holds a conversation (docs: Realtime conversations, GA event names).
+# There is no model: each response.create takes the next scripted `Reply` (see `Script`), so
+# a test decides what the "model" says or which function it calls, and Parley's code path is
+# the one it runs against OpenAI. Without a script the reply echoes the last user text.
+
+OUTPUT_RATE = INPUT_RATE  # output audio is PCM16 mono 24 kHz too
+AUDIO_CHUNK_MS = 100  # one response.output_audio.delta per 100 ms of audio
+AUDIO_MS_PER_CHAR = 40  # a spoken reply lasts about this long per character of its text
+TONE_HZ = 440.0
+
+
+@dataclass
+class Reply:
+    """One scripted response. `text` may hold `{tool_output}`: the output of the last
+    function_call_output item the client created (so a test sees a tool's result used)."""
+
+    text: str = ""
+    call: str | None = None  # call this function (with `arguments`) instead of answering
+    arguments: dict[str, Any] | str = field(default_factory=dict)  # str: sent as it is
+    error: str | None = None  # answer response.create with an `error` of this code instead
+    audio_ms: int | None = None  # spoken length (audio output); None: from the text
+
+    @classmethod
+    def of(cls, data: dict[str, Any]) -> Reply:
+        known = {f.name for f in fields(cls)}
+        if not isinstance(data, dict) or set(data) - known:
+            raise ValueError(f"a reply is an object with keys among {sorted(known)}")
+        return cls(**data)
+
+
+@dataclass
+class Script:
+    """What conversation sessions answer, in order (shared by all of a server's sessions).
+    Mutable: read when each response starts."""
+
+    replies: deque[Reply] = field(default_factory=deque)
+    delta_interval_ms: int = 0  # pause between text deltas (audio is paced in real time)
+    audio_speed: float = 1.0  # >1 sends audio faster than real time
+
+    def add(self, *replies: Reply) -> None:
+        self.replies.extend(replies)
+
+
+def tone_pcm(ms: int, start_sample: int = 0) -> bytes:
+    """`ms` of a quiet sine tone as PCM16 mono 24 kHz (the stand-in's "voice")."""
+    count = OUTPUT_RATE * ms // 1000
+    samples = array("h", (int(8000 * math.sin(2 * math.pi * TONE_HZ * (start_sample + n)
+                                              / OUTPUT_RATE)) for n in range(count)))
+    return samples.tobytes()
+
+
+_ITEM_TYPES = frozenset({"message", "function_call", "function_call_output"})
+_CONTENT_TYPES = {"user": {"input_text", "input_audio"}, "system": {"input_text"},
+                  "assistant": {"output_text", "output_audio"}}
+
+
+def _check_item(item: Any) -> dict[str, Any]:
+    """A conversation.item.create's item, validated as the API does (the parts Parley uses)."""
+    item = _require_dict(item, "item")
+    kind = item.get("type")
+    if kind not in _ITEM_TYPES:
+        raise ApiError("invalid_value", f"Invalid value: '{kind}'. Supported values are: "
+                       f"{', '.join(sorted(_ITEM_TYPES))}.", param="item.type")
+    if kind == "message":
+        _reject_unknown(item, {"id", "type", "role", "content", "status", "object"}, "item")
+        role = item.get("role")
+        if role not in _CONTENT_TYPES:
+            raise ApiError("invalid_value", f"Invalid value: '{role}'.", param="item.role")
+        content = item.get("content")
+        if not isinstance(content, list) or not content:
+            raise ApiError("invalid_type", "'item.content' must be a non-empty array.",
+                           param="item.content")
+        for n, part in enumerate(content):
+            part = _require_dict(part, f"item.content[{n}]")
+            if part.get("type") not in _CONTENT_TYPES[role]:
+                raise ApiError("invalid_value", f"Invalid content type for role '{role}'.",
+                               param=f"item.content[{n}].type")
+    elif kind == "function_call_output":
+        _reject_unknown(item, {"id", "type", "call_id", "output", "object", "status"}, "item")
+        for key in ("call_id", "output"):
+            if not isinstance(item.get(key), str):
+                raise ApiError("missing_required_parameter", f"Missing required parameter: "
+                               f"'item.{key}'.", param=f"item.{key}")
+    return {"id": item.get("id") or _new_id("item"), "object": "realtime.item",
+            "status": "completed", **{k: v for k, v in item.items() if k != "id"}}
+
+
+def _check_tools(tools: Any) -> None:
+    if not isinstance(tools, list):
+        raise ApiError("invalid_type", "'session.tools' must be an array.", param="session.tools")
+    for n, tool in enumerate(tools):
+        param = f"session.tools[{n}]"
+        tool = _require_dict(tool, param)
+        _reject_unknown(tool, {"type", "name", "description", "parameters"}, param)
+        if tool.get("type") != "function" or not isinstance(tool.get("name"), str):
+            raise ApiError("invalid_value", "A tool needs type 'function' and a name.",
+                           param=param)
+        if not isinstance(tool.get("parameters", {}), dict):
+            raise ApiError("invalid_type", "'parameters' must be a JSON schema object.",
+                           param=f"{param}.parameters")
+
+
+def _tokens(text: str) -> int:
+    return max(1, len(text) // 4)
+
+
+class _Conversation:
+    """The conversation half of a session: items, responses, cancellation, interruption."""
+
+    def _init_conversation(self) -> None:
+        self.items: list[dict[str, Any]] = []
+        self.response_task: asyncio.Task | None = None
+        self.response_id: str | None = None
+        self.audio_sample = 0
+
+    async def _conversation_event(self, kind: str, data: dict[str, Any]) -> None:
+        if kind == "conversation.item.create":
+            item = _check_item(data.get("item"))
+            previous = self.items[-1]["id"] if self.items else None
+            self.items.append(item)
+            await self.send("conversation.item.added", previous_item_id=previous, item=item)
+            await self.send("conversation.item.done", previous_item_id=previous, item=item)
+        elif kind == "response.create":
+            if self.response_task is not None:
+                raise ApiError("conversation_already_has_active_response", "Conversation "
+                               f"already has an active response in progress: "
+                               f"{self.response_id}. Wait until the response is finished "
+                               "before creating a new one.")
+            self._start_response()
+        elif kind == "response.cancel":
+            if self.response_task is None:
+                raise ApiError("response_cancel_not_active", "Cancellation failed: no active "
+                               "response found.")
+            await self._cancel_response()
+        elif kind == "conversation.item.truncate":
+            await self.send("conversation.item.truncated", item_id=data.get("item_id"),
+                            content_index=data.get("content_index", 0),
+                            audio_end_ms=data.get("audio_end_ms", 0))
+        else:
+            raise ApiError("standin_not_implemented", f"'{kind}' is not implemented by the "
+                           "stand-in.", param="type")
+
+    def _start_response(self) -> None:
+        self.response_id = _new_id("resp")
+        self.response_task = self.loop.create_task(self._respond(self.response_id))
+        self.tasks.add(self.response_task)
+        self.response_task.add_done_callback(self.tasks.discard)
+
+    async def _cancel_response(self) -> None:
+        task, self.response_task = self.response_task, None
+        if task is not None:
+            task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
+
+    async def _speech_started(self) -> None:
+        """Someone speaks over the answer: with interrupt_response (the default under VAD)
+        the response is cancelled, as the API does."""
+        detection = self.config["audio"]["input"]["turn_detection"] or {}
+        if self.config["type"] == "realtime" and self.response_task is not None \
+                and detection.get("interrupt_response", True):
+            await self._cancel_response()
+
+    def _turn_committed(self, item_id: str, *, vad: bool) -> None:
+        if self.config["type"] != "realtime":
+            return
+        self.items.append({"id": item_id, "type": "message", "role": "user",
+                           "content": [{"type": "input_audio", "transcript": None}]})
+        detection = self.config["audio"]["input"]["turn_detection"] or {}
+        if vad and detection.get("create_response", True) and self.response_task is None:
+            self._start_response()
+
+    def _last_user_text(self) -> str:
+        for item in reversed(self.items):
+            if item.get("type") == "message" and item.get("role") == "user":
+                for part in item["content"]:
+                    if part.get("type") == "input_text":
+                        return part.get("text", "")
+                return "(speech)"
+        return ""
+
+    def _last_tool_output(self) -> str:
+        for item in reversed(self.items):
+            if item.get("type") == "function_call_output":
+                return item["output"]
+        return ""
+
+    async def _respond(self, response_id: str) -> None:
+        script: Script = self.server.script
+        reply = script.replies.popleft() if script.replies else Reply(
+            text=f"You said: {self._last_user_text()}")
+        if reply.error is not None:
+            self.response_task = None
+            await self.send_error(ApiError(reply.error, f"Scripted error: {reply.error}.",
+                                           kind="server_error" if reply.error == "server_error"
+                                           else "invalid_request_error"))
+            return
+        audio = "audio" in self.config.get("output_modalities", [])
+        response = {"id": response_id, "object": "realtime.response", "status": "in_progress",
+                    "status_details": None, "output": [], "usage": None,
+                    "output_modalities": ["audio" if audio else "text"]}
+        output: list[dict[str, Any]] = []
+        status = "completed"
+        await self.send("response.created", response=response)
+        try:
+            if reply.call is not None:
+                output.append(await self._function_call(response_id, reply))
+            else:
+                text = reply.text.replace("{tool_output}", self._last_tool_output())
+                output.append(await self._message(response_id, text, audio, reply.audio_ms))
+        except asyncio.CancelledError:
+            status = "cancelled"
+        finally:
+            if self.response_id == response_id:
+                self.response_task = None
+            done = {**response, "status": status, "output": output,
+                    "status_details": {"type": "cancelled", "reason": "client_cancelled"}
+                    if status == "cancelled" else None,
+                    "usage": self._usage(output)}
+            self.items.extend(output)
+            await asyncio.shield(self.send("response.done", response=done))
+
+    def _usage(self, output: list[dict[str, Any]]) -> dict[str, Any]:
+        said = " ".join(json.dumps(item.get("content") or item.get("arguments") or "")
+                        for item in output)
+        heard = " ".join(json.dumps(item.get("content") or item.get("output") or "")
+                         for item in self.items)
+        input_tokens, output_tokens = _tokens(heard), _tokens(said)
+        return {"total_tokens": input_tokens + output_tokens, "input_tokens": input_tokens,
+                "output_tokens": output_tokens,
+                "input_token_details": {"text_tokens": input_tokens, "audio_tokens": 0,
+                                        "cached_tokens": 0},
+                "output_token_details": {"text_tokens": output_tokens, "audio_tokens": 0}}
+
+    async def _function_call(self, response_id: str, reply: Reply) -> dict[str, Any]:
+        arguments = reply.arguments if isinstance(reply.arguments, str) \
+            else json.dumps(reply.arguments)
+        item = {"id": _new_id("item"), "object": "realtime.item", "type": "function_call",
+                "status": "in_progress", "name": reply.call, "call_id": _new_id("call"),
+                "arguments": ""}
+        common = {"response_id": response_id, "item_id": item["id"], "output_index": 0,
+                  "call_id": item["call_id"]}
+        await self.send("response.output_item.added", response_id=response_id,
+                        output_index=0, item=item)
+        half = len(arguments) // 2
+        for delta in (arguments[:half], arguments[half:]):
+            if delta:
+                await self.send("response.function_call_arguments.delta", **common, delta=delta)
+        await self.send("response.function_call_arguments.done", **common, name=reply.call,
+                        arguments=arguments)
+        item = {**item, "status": "completed", "arguments": arguments}
+        await self.send("response.output_item.done", response_id=response_id, output_index=0,
+                        item=item)
+        return item
+
+    async def _message(self, response_id: str, text: str, audio: bool,
+                       audio_ms: int | None) -> dict[str, Any]:
+        script: Script = self.server.script
+        kind = "output_audio" if audio else "output_text"
+        item = {"id": _new_id("item"), "object": "realtime.item", "type": "message",
+                "role": "assistant", "status": "in_progress", "content": []}
+        common = {"response_id": response_id, "item_id": item["id"], "output_index": 0,
+                  "content_index": 0}
+        part: dict[str, Any] = {"type": kind, "transcript": ""} if audio \
+            else {"type": kind, "text": ""}
+        await self.send("response.output_item.added", response_id=response_id,
+                        output_index=0, item=item)
+        await self.send("response.content_part.added", **common, part=part)
+        said = ""
+        try:
+            if audio:
+                said = await self._speak(common, text, audio_ms, script)
+            else:
+                for delta in split_deltas(text) if text else []:
+                    await self.send("response.output_text.delta", **common, delta=delta)
+                    said += delta
+                    if script.delta_interval_ms:
+                        await asyncio.sleep(script.delta_interval_ms / 1000)
+                await self.send("response.output_text.done", **common, text=text)
+                said = text
+        finally:
+            part = {**part, ("transcript" if audio else "text"): said}
+            item = {**item, "status": "completed" if said == text else "incomplete",
+                    "content": [part]}
+        await self.send("response.content_part.done", **common, part=part)
+        await self.send("response.output_item.done", response_id=response_id,
+                        output_index=0, item=item)
+        return item
+
+    async def _speak(self, common: dict[str, Any], text: str, audio_ms: int | None,
+                     script: Script) -> str:
+        """Audio deltas paced in (about) real time, the transcript spread over them."""
+        total = audio_ms if audio_ms is not None else max(AUDIO_CHUNK_MS,
+                                                          len(text) * AUDIO_MS_PER_CHAR)
+        chunks = max(1, math.ceil(total / AUDIO_CHUNK_MS))
+        words = split_deltas(text) if text else []
+        said, sent, started = "", 0, self.loop.time()
+        for n in range(chunks):
+            upto = (n + 1) * len(words) // chunks
+            if upto > sent:
+                delta = "".join(words[sent:upto])
+                sent = upto
+                await self.send("response.output_audio_transcript.delta", **common, delta=delta)
+                said += delta
+            pcm = tone_pcm(AUDIO_CHUNK_MS, self.audio_sample)
+            self.audio_sample += len(pcm) // BYTES_PER_SAMPLE
+            await self.send("response.output_audio.delta", **common,
+                            delta=base64.b64encode(pcm).decode("ascii"))
+            due = started + (n + 1) * AUDIO_CHUNK_MS / 1000 / script.audio_speed
+            await asyncio.sleep(max(0.0, due - self.loop.time()))  # pacing, as a voice plays
+        await self.send("response.output_audio.done", **common)
+        await self.send("response.output_audio_transcript.done", **common, transcript=text)
+        return text
+
+
 # --- Transports ----------------------------------------------------------------------------
 
 class _Outlet:
@@ -567,7 +894,7 @@ class _Turn:
     bytes_fed: int = 0
 
 
-class _Session:
+class _Session(_Conversation):
     """One Realtime session: client events in, server events out, turns recognised."""
 
     def __init__(self, server: StandinServer, record: SessionRecord, outlet: _Outlet):
@@ -594,6 +921,7 @@ class _Session:
         self.sent: defaultdict[int, asyncio.Event] = defaultdict(asyncio.Event)
         self.tail = 0  # the turn whose transcription is sent last so far (0: none)
         self.swapped_open: int | None = None  # an odd turn waiting for its partner
+        self._init_conversation()
 
     @property
     def config(self) -> dict[str, Any]:
@@ -709,8 +1037,7 @@ class _Session:
         elif kind == "input_audio_buffer.clear":
             await self._clear()
         elif kind in GA_CLIENT_EVENTS and self.config["type"] == "realtime":
-            raise ApiError("standin_not_implemented", f"'{kind}' is not implemented by the "
-                           "stand-in (it has no model to respond).", param="type")
+            await self._conversation_event(kind, data)
         elif kind in GA_CLIENT_EVENTS:
             raise ApiError("invalid_value", f"'{kind}' is not supported in transcription "
                            f"sessions. Supported values are: {', '.join(HANDLED_EVENTS)}.",
@@ -780,6 +1107,7 @@ class _Session:
             self.loud_run = self.quiet_run = 0
             await self.send("input_audio_buffer.speech_started",
                             audio_start_ms=max(0, onset_ms - prefix_ms), item_id=turn.item_id)
+            await self._speech_started()
             return
         self._take(self.turn, frame, ops)
         self.quiet_run = 0 if loud else self.quiet_run + 1
@@ -834,6 +1162,7 @@ class _Session:
                 "content": [{"type": "input_audio", "transcript": None}]}
         await self.send("conversation.item.added", previous_item_id=previous, item=item)
         await self.send("conversation.item.done", previous_item_id=previous, item=item)
+        self._turn_committed(turn.item_id, vad=turn.vad)
         predecessor = self._place_in_send_order(number)
         if not turn.transcribe:
             self.sent[number].set()
@@ -946,6 +1275,7 @@ class StandinServer:
     def __init__(self, *, api_key: str = "sk-standin-test", faults: Faults | None = None):
         self.api_key = api_key
         self.faults = faults or Faults()
+        self.script = Script()  # what conversation sessions answer
         self.sessions: list[SessionRecord] = []
         self.client_secrets: dict[str, ClientSecret] = {}
         self.calls: dict[str, _Session] = {}
@@ -977,6 +1307,7 @@ class StandinServer:
         app.router.add_post("/_standin/faults", self._set_faults)
         app.router.add_get("/_standin/faults", self._get_faults)
         app.router.add_get("/_standin/sessions", self._get_sessions)
+        app.router.add_post("/_standin/script", self._set_script)
         self._runner = web.AppRunner(app, shutdown_timeout=2.0, access_log=None)
         await self._runner.setup()
         site = web.TCPSite(self._runner, host, port)
@@ -1265,6 +1596,22 @@ class StandinServer:
 
     async def _get_faults(self, request: web.Request) -> web.Response:
         return web.json_response(self.faults.to_json())
+
+    async def _set_script(self, request: web.Request) -> web.Response:
+        """{"replies": [Reply fields...], "delta_interval_ms": n, "audio_speed": x}: replies
+        are appended to the script."""
+        try:
+            body = await request.json()
+            replies = [Reply.of(r) for r in body.get("replies", [])]
+            for name in ("delta_interval_ms", "audio_speed"):
+                if name in body:
+                    if not _is_number(body[name]):
+                        raise ValueError(f"{name} must be a number")
+                    setattr(self.script, name, body[name])
+        except (ValueError, TypeError, AttributeError) as exc:
+            return web.json_response({"error": str(exc)}, status=400)
+        self.script.add(*replies)
+        return web.json_response({"replies": len(self.script.replies)})
 
     async def _get_sessions(self, request: web.Request) -> web.Response:
         return web.json_response([record.to_json() for record in self.sessions])
