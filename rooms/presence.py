@@ -24,8 +24,13 @@ from rooms.redis import redis_client
 class Present:
     id: str
     name: str
+    # "" for people; "assistant" for the room's assistant (transcription/assistant), which
+    # pages show with a badge and without Message/Call buttons (docs/protocol.md, presence).
+    kind: str = ""
 
     def as_dict(self) -> dict:
+        if self.kind:
+            return {"id": self.id, "name": self.name, "kind": self.kind}
         return {"id": self.id, "name": self.name}
 
 
@@ -106,7 +111,7 @@ class RedisPresence:
             data = json.loads(value)
             if data["ts"] >= cutoff:
                 out[conn.decode() if isinstance(conn, bytes) else conn] = Present(
-                    data["id"], data["name"]
+                    data["id"], data["name"], data.get("kind", "")
                 )
         return out
 
@@ -124,7 +129,8 @@ class RedisPresence:
         if not entries:
             return
         now = time.time()
-        mapping = {connection: json.dumps({"id": who.id, "name": who.name, "ts": now})
+        mapping = {connection: json.dumps({"id": who.id, "name": who.name, "ts": now,
+                                           **({"kind": who.kind} if who.kind else {})})
                    for connection, who in entries.items()}
         await self._redis().hset(self._key(room_id), mapping=mapping)
 
@@ -138,7 +144,7 @@ class RedisPresence:
         data = json.loads(raw)
         rest = self._fresh(await redis.hgetall(key))
         return None if any(p.id == data["id"] for p in rest.values()) else Present(
-            data["id"], data["name"]
+            data["id"], data["name"], data.get("kind", "")
         )
 
     async def sweep(self, room_id: int) -> list[Present]:
@@ -151,7 +157,7 @@ class RedisPresence:
             name = conn.decode() if isinstance(conn, bytes) else conn
             if name not in fresh and await redis.hdel(key, name):
                 data = json.loads(value)
-                gone.append(Present(data["id"], data["name"]))
+                gone.append(Present(data["id"], data["name"], data.get("kind", "")))
         left = {p.id for p in fresh.values()}
         return _unique([p for p in gone if p.id not in left])
 
