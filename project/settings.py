@@ -361,6 +361,32 @@ TRANSCRIPTION = {
     "MAX_SESSIONS_PER_MEMBER": int(env_number("TRANSCRIPTION_MAX_SESSIONS_PER_MEMBER", 2)),
 }
 
+# The room assistant (docs/assistant.md): one OpenAI Realtime conversation per invited room,
+# through the same key and URLs as transcription. Without OPENAI_API_KEY it is unavailable.
+ASSISTANT = {
+    "MODEL": os.environ.get("ASSISTANT_MODEL", "gpt-realtime"),
+    "VOICE": os.environ.get("ASSISTANT_VOICE", "marin"),
+    "INSTRUCTIONS": os.environ.get("ASSISTANT_INSTRUCTIONS", ""),  # "": the built-in ones
+    # Answers per room: a burst, then this many a minute (a meeting asks a few a minute).
+    "RESPONSE_BURST": int(env_number("ASSISTANT_RESPONSE_BURST", 5)),
+    "RESPONSES_PER_MINUTE": env_number("ASSISTANT_RESPONSES_PER_MINUTE", 10),
+    # Tokens (input + output, as OpenAI's usage reports them) one room may spend per UTC day.
+    "DAILY_TOKEN_BUDGET": int(env_number("ASSISTANT_DAILY_TOKEN_BUDGET", 200_000)),
+    # Sessions end at 60 minutes: a fresh one takes over between answers before that.
+    "ROTATE_SECONDS": env_number("ASSISTANT_ROTATE_SECONDS", 55 * 60),
+    # How long a room may have nobody in it before the assistant leaves (a reload is not
+    # leaving).
+    "EMPTY_GRACE_SECONDS": env_number("ASSISTANT_EMPTY_GRACE_SECONDS", 30),
+    # How often the assistant renews its presence and lease and looks for an empty room.
+    "TICK_SECONDS": env_number("ASSISTANT_TICK_SECONDS", 5),
+    # Tool calls one answer may make before it must answer.
+    "MAX_TOOL_ROUNDS": int(env_number("ASSISTANT_MAX_TOOL_ROUNDS", 4)),
+    # Questions waiting while the assistant answers another; more are refused (busy).
+    "MAX_WAITING_QUESTIONS": int(env_number("ASSISTANT_MAX_WAITING_QUESTIONS", 5)),
+    # How long one answer may take upstream before it is given up.
+    "ANSWER_TIMEOUT_SECONDS": env_number("ASSISTANT_ANSWER_TIMEOUT_SECONDS", 60),
+}
+
 LOGGING = {
     "version": 1,
     "disable_existing_loggers": False,
