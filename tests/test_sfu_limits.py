@@ -38,7 +38,7 @@ async def test_a_publish_offer_with_too_many_sections_is_refused_before_allocati
         with pytest.raises(ProtocolError) as refused:
             await bomber.publish(edit=as_audio_bomb)
         assert refused.value.code == protocol.TOO_MANY_TRACKS
-        assert "at most 1 audio and 1 video" in refused.value.message
+        assert "at most 1 audio, 1 camera video and 1 screen video" in refused.value.message
         sections = as_audio_bomb(bomber.publish_pc.localDescription.sdp).count("m=audio")
         assert sections > 1500 and f"{sections} audio" in refused.value.message
         assert member.publish_pc is publish_pc and publish_pc.getTransceivers() == []
@@ -111,11 +111,11 @@ class StuckPublish:
         self.entered, self.release = asyncio.Event(), asyncio.Event()
         original = SfuRoom.publish
 
-        async def publish(room, member_id: str, sdp: str) -> str:
+        async def publish(room, member_id: str, sdp: str, screen: str | None = None) -> str:
             if room.key == key:
                 self.entered.set()
                 await self.release.wait()
-            return await original(room, member_id, sdp)
+            return await original(room, member_id, sdp, screen)
 
         monkeypatch.setattr(SfuRoom, "publish", publish)
 
@@ -162,7 +162,8 @@ async def test_a_stuck_call_does_not_delay_another_calls_join(worker_and_layer, 
     slow = await join(layer, worker, "slow", "s1")
     assert (await next_event(layer, slow, "joined"))["worker"] == "lanes"
     await layer.send(worker.channel, {"type": "sfu.publish", "member": "s1", "sdp": SDP})
-    await stuck.entered.wait()
+    async with asyncio.timeout(10):
+        await stuck.entered.wait()
     fast = await join(layer, worker, "fast", "f1")
     assert (await next_event(layer, fast, "joined"))["worker"] == "lanes"
     stuck.release.set()  # the slow call then goes on where it was

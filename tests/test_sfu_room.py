@@ -7,8 +7,9 @@ import time
 
 import pytest
 
-from signaling.sfu import hooks
-from tests.support.sfu_peers import Participant, add_person, room_with_router
+from rooms.protocol import ProtocolError
+from signaling.sfu import hooks, protocol
+from tests.support.sfu_peers import Participant, SmallCamera, add_person, room_with_router
 
 pytestmark = pytest.mark.sfu
 
@@ -436,3 +437,64 @@ async def test_an_answer_does_not_wait_for_the_offer_that_follows_it(monkeypatch
         await ann.wait_for(lambda: ann.receiving_from("bob", frames=5))
     finally:
         await close_all(room, [ann, bob])
+
+
+async def test_a_shared_screen_reaches_everyone_as_its_own_track_and_can_stop_and_resume():
+    """A screen section published beside the camera is forwarded as a third track
+    (`mids.screen`, 320x240 where the camera is 160x120); stopping the share withdraws it
+    from everyone; sharing again forwards the same section again, with no new offer from the
+    sharer."""
+    room, _, people = await call_of(2)
+    sharer, viewer = people
+    try:
+        await viewer.wait_for(lambda: viewer.receiving_from(sharer.id, frames=3))
+        mid = await sharer.share_screen(SmallCamera(320, 240))
+        assert room.members[sharer.id].screen_mid == mid
+
+        def seeing_screen(frames: int) -> bool:
+            screen = viewer.mids_of(sharer.id).get("screen")
+            return screen is not None and viewer.frames[screen] >= frames
+
+        await viewer.wait_for(lambda: seeing_screen(5))
+        screen_mid = viewer.mids_of(sharer.id)["screen"]
+        assert viewer.sizes[screen_mid] == (320, 240)
+        assert viewer.sizes[viewer.mids_of(sharer.id)["video"]] == (160, 120)
+        sharer_entry = next(p for p in viewer.participants if p["id"] == sharer.id)
+        assert sharer_entry["publishing"] == ["audio", "screen", "video"]
+
+        await room.share_screen(sharer.id, False)
+
+        def withdrawn() -> bool:
+            directions = {t.mid: t.currentDirection
+                          for t in viewer.subscribe_pc.getTransceivers()}
+            return ("screen" not in viewer.mids_of(sharer.id)
+                    and directions.get(screen_mid) == "inactive")
+
+        await viewer.wait_for(withdrawn)
+        assert room.stats()["forwarded_tracks"] == 4
+
+        await room.share_screen(sharer.id, True)
+        await viewer.wait_for(lambda: seeing_screen(5))
+        assert viewer.mids_of(sharer.id)["screen"] != screen_mid  # a fresh section
+        assert room.stats()["forwarded_tracks"] == 5
+    finally:
+        await close_all(room, people)
+
+
+async def test_a_second_camera_or_a_share_without_a_screen_section_is_refused():
+    room, _, people = await call_of(1)
+    (person,) = people
+    try:
+        with pytest.raises(ProtocolError) as refused:
+            await room.share_screen(person.id, True)
+        assert refused.value.code == protocol.NO_SCREEN_SECTION
+        person.publish_pc.addTransceiver(SmallCamera(), direction="sendonly")
+        await person.publish_pc.setLocalDescription(await person.publish_pc.createOffer())
+        with pytest.raises(ProtocolError) as refused:
+            await room.publish(person.id, person.publish_pc.localDescription.sdp)
+        assert refused.value.code == protocol.TOO_MANY_TRACKS
+        with pytest.raises(ProtocolError) as refused:
+            await room.publish(person.id, person.publish_pc.localDescription.sdp, screen="99")
+        assert refused.value.code == protocol.INVALID_FIELD
+    finally:
+        await close_all(room, people)

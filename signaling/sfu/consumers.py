@@ -55,7 +55,9 @@ class SfuConsumer(RoomSocket):
         if self.worker_id is None:
             raise ProtocolError(protocol.NOT_JOINED, "Send 'join' first.")
         if isinstance(message, protocol.Publish):
-            await self._to_worker("sfu.publish", sdp=message.sdp)
+            await self._to_worker("sfu.publish", sdp=message.sdp, screen=message.screen)
+        elif isinstance(message, protocol.Share):
+            await self._to_worker("sfu.share", on=message.on)
         elif isinstance(message, protocol.SubscribeAnswer):
             await self._to_worker("sfu.subscribe_answer", sdp=message.sdp)
         elif isinstance(message, protocol.Candidate):

@@ -83,11 +83,15 @@ class ForwardedTrack(MediaStreamTrack):
 
 
 class Publication:
-    """One published track (a participant's microphone or camera) and its subscribers."""
+    """One published track (a participant's microphone, camera or shared screen) and its
+    subscribers. `close` drops the subscribers only: a screen publication is closed when
+    sharing stops and subscribed to again when it resumes on the same receiver."""
 
-    def __init__(self, owner: str, kind: str, receiver, mid: str | None):
+    def __init__(self, owner: str, kind: str, receiver, mid: str | None, *,
+                 source: str | None = None):
         self.owner = owner
         self.kind = kind
+        self.source = source or kind  # "audio", "video" (camera) or "screen"
         self.receiver = receiver
         self.mid = mid
         self.tracks: set[ForwardedTrack] = set()

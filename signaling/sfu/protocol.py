@@ -7,8 +7,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from rooms.protocol import INVALID_FIELD, MISSING_FIELD, UNKNOWN_TYPE, ProtocolError
+from signaling.protocol import MAX_MID_CHARS, check_candidate, check_sdp
 from signaling.protocol import SDP_TOO_LARGE as SDP_TOO_LARGE  # the worker refuses with it too
-from signaling.protocol import check_candidate, check_sdp
 
 NOT_JOINED = "not_joined"
 ALREADY_JOINED = "already_joined"
@@ -21,6 +21,7 @@ TOO_MANY_TRACKS = "too_many_tracks"  # publish: more media sections than a membe
 PUBLISH_FAILED = "publish_failed"  # publish: not applied; publish again on a fresh connection
 ANSWER_FAILED = "answer_failed"  # subscribe-answer: not applied; subscribe-lost follows
 SUBSCRIBE_LOST = "subscribe_lost"  # subscribe-answer with no subscribe connection: resubscribe
+NO_SCREEN_SECTION = "no_screen_section"  # share on: no screen section published yet
 TARGETS = ("publish", "subscribe")
 
 
@@ -32,6 +33,12 @@ class Join:
 @dataclass(frozen=True)
 class Publish:
     sdp: str
+    screen: str | None = None  # the mid of the offer's shared-screen video section
+
+
+@dataclass(frozen=True)
+class Share:
+    on: bool
 
 
 @dataclass(frozen=True)
@@ -66,7 +73,8 @@ class Resubscribe:
     pass
 
 
-SfuMessage = Join | Publish | SubscribeAnswer | Candidate | Mute | Leave | Captions | Resubscribe
+SfuMessage = (Join | Publish | SubscribeAnswer | Candidate | Mute | Leave | Captions
+              | Resubscribe | Share)
 
 
 def parse_sfu_message(data: dict, *, max_sdp_chars: int) -> SfuMessage:
@@ -80,7 +88,16 @@ def parse_sfu_message(data: dict, *, max_sdp_chars: int) -> SfuMessage:
     if kind == "resubscribe":
         return Resubscribe()
     if kind == "publish":
-        return Publish(check_sdp(data, max_sdp_chars))
+        screen = data.get("screen")
+        if screen is not None and (not isinstance(screen, str) or not screen
+                                   or len(screen) > MAX_MID_CHARS):
+            raise ProtocolError(INVALID_FIELD, "screen must be the mid of a video section.")
+        return Publish(check_sdp(data, max_sdp_chars), screen)
+    if kind == "share":
+        on = data.get("on")
+        if not isinstance(on, bool):
+            raise ProtocolError(INVALID_FIELD, "share needs a boolean 'on'.")
+        return Share(on)
     if kind == "subscribe-answer":
         return SubscribeAnswer(check_sdp(data, max_sdp_chars))
     if kind == "candidate":

@@ -39,11 +39,13 @@ log = logging.getLogger(__name__)
 
 # Codecs the SFU forwards: it never transcodes, so publishers and subscribers must agree.
 FORWARDED_CODECS = {"audio": ("audio/opus",), "video": ("video/VP8", "video/rtx")}
-# Media sections one member may publish (and so tracks per member): a microphone and a
-# camera. Each member has one publication per kind and `participants.mids` one mid per kind,
-# so a further section could only replace one of them; screen sharing will raise this
-# together with the protocol. Checked before anything is allocated for an offer.
-MAX_SECTIONS = {"audio": 1, "video": 1}
+# Media sections one member may publish (and so tracks per member): a microphone, a camera
+# and a shared screen (a second video section, named by `publish.screen`). Each member has
+# one publication per source and `participants.mids` one mid per source. Checked before
+# anything is allocated for an offer.
+MAX_SECTIONS = {"audio": 1, "video": 2}
+# What a publication carries, and the media kind of each.
+SOURCES = {"audio": "audio", "video": "video", "screen": "video"}
 # The socket already refuses larger SDP (SIGNAL_MAX_SDP_CHARS); the worker checks again, as
 # it cannot know every sender.
 MAX_OFFER_CHARS = 64 * 1024
@@ -112,12 +114,13 @@ COMPACT_MESSAGE = ("Your subscribe connection is being replaced by a smaller one
 
 
 def limits_text() -> str:
-    return " and ".join(f"{n} {kind}" for kind, n in MAX_SECTIONS.items())
+    return "1 audio, 1 camera video and 1 screen video"
 
 
-def check_publish_offer(offer_sdp: str) -> SessionDescription:
+def check_publish_offer(offer_sdp: str, screen: str | None = None) -> SessionDescription:
     """Refuse an offer the room will not take, before anything is allocated for it: too
-    large, more media sections than MAX_SECTIONS, or not parseable."""
+    large, more media sections than MAX_SECTIONS, more than one camera (a second video
+    section is only allowed as the screen named by `screen`), or not parseable."""
     if len(offer_sdp) > MAX_OFFER_CHARS:
         raise ProtocolError(protocol.SDP_TOO_LARGE,
                             f"sdp is limited to {MAX_OFFER_CHARS} characters.")
@@ -131,10 +134,19 @@ def check_publish_offer(offer_sdp: str) -> SessionDescription:
                             f"A publish offer may carry at most {limits_text()} section(s); "
                             f"this one has {found}.")
     try:
-        return SessionDescription.parse(offer_sdp)
+        offer = SessionDescription.parse(offer_sdp)
     except Exception as error:  # aiortc's parser raises ValueError, IndexError, KeyError...
         raise ProtocolError(protocol.PUBLISH_FAILED,
                             f"The publish offer could not be read: {error!r}.") from error
+    video_mids = [m.rtp.muxId for m in offer.media if m.kind == "video"]
+    if screen is not None and screen not in video_mids:
+        raise ProtocolError(protocol.INVALID_FIELD,
+                            "screen must be the mid of a video section of this offer.")
+    if len([mid for mid in video_mids if mid != screen]) > 1:
+        raise ProtocolError(protocol.TOO_MANY_TRACKS,
+                            "A publish offer may carry one camera video section; a second "
+                            "video section must be named as the shared screen ('screen').")
+    return offer
 
 
 @dataclass(eq=False)
@@ -149,8 +161,10 @@ class Member:
     name: str
     publish_pc: RTCPeerConnection | None = None
     subscribe_pc: RTCPeerConnection | None = None
-    publications: dict[str, Publication] = field(default_factory=dict)  # kind -> publication
+    publications: dict[str, Publication] = field(default_factory=dict)  # source -> publication
     subscriptions: dict[tuple[str, str], Subscription] = field(default_factory=dict)
+    screen_mid: str | None = None  # the publish section carrying the shared screen
+    parked_screen: Publication | None = None  # the screen section while not shared
     speaker_key: str = ""  # the participant key captions are stored under
     muted: dict[str, bool] = field(default_factory=lambda: {"audio": False, "video": False})
     negotiating: bool = False  # a subscribe offer is out, not yet answered
@@ -254,13 +268,14 @@ class SfuRoom:
         pc.on("connectionstatechange", lambda: self._on_publish_state(member, pc))
         return pc
 
-    async def publish(self, member_id: str, offer_sdp: str) -> str:
+    async def publish(self, member_id: str, offer_sdp: str, screen: str | None = None) -> str:
         """Apply a publish offer, answer it. A refused offer allocates nothing; an offer that
         fails to apply costs the member its publish connection (aiortc's state after a failed
         setRemoteDescription is not reusable): it is replaced by a fresh one, on which the
         member publishes again."""
         member = self.members[member_id]
-        offer = check_publish_offer(offer_sdp)
+        offer = check_publish_offer(offer_sdp, screen)
+        member.screen_mid = screen
         pc = member.publish_pc
         mids = {t.mid for t in pc.getTransceivers()}
         new = [m for m in offer.media if m.kind in FORWARDED_CODECS and m.rtp.muxId not in mids]
@@ -295,6 +310,7 @@ class SfuRoom:
         member.publish_pc = self._publish_connection(member)
         publications = list(member.publications.values())
         member.publications.clear()
+        member.parked_screen = None
         if self.captions is not None:
             await self.captions.stop(member.id)
         self._withdraw(member, publications)
@@ -306,17 +322,45 @@ class SfuRoom:
         if pc is not member.publish_pc or self.members.get(member.id) is not member:
             return
         transceiver = next(t for t in pc.getTransceivers() if t.receiver.track is track)
-        old = member.publications.pop(track.kind, None)
+        screen = track.kind == "video" and transceiver.mid == member.screen_mid
+        source = "screen" if screen else track.kind
+        old = member.publications.pop(source, None)
         if old is not None:
             self._withdraw(member, [old])
-        publication = Publication(member.id, track.kind, transceiver.receiver, transceiver.mid)
-        member.publications[track.kind] = publication
-        if track.kind == "audio" and self.captions is not None:
+        publication = Publication(member.id, track.kind, transceiver.receiver, transceiver.mid,
+                                  source=source)
+        if source == "audio" and self.captions is not None:
             self.captions.start(member.id, member.speaker_key, member.name, publication)
+        self._offer(member, publication)
+
+    def _offer(self, member: Member, publication: Publication) -> None:
+        """Make `publication` one of the member's and forward it to everyone else."""
+        member.publications[publication.source] = publication
         for other in list(self.members.values()):
             if other is not member and self._subscribe(other, publication):
                 self.spawn(self._renegotiate(other), name=f"negotiate.{other.id}")
         self.spawn(self.broadcast_participants(), name="participants")
+
+    async def share_screen(self, member_id: str, on: bool) -> None:
+        """Start or stop forwarding the member's screen section. The browser keeps the
+        section between shares (replaceTrack, no renegotiation on its side); stopped, it
+        forwards nothing and the others' sections for it go inactive."""
+        member = self.members[member_id]
+        if on:
+            if "screen" in member.publications:
+                return
+            if member.parked_screen is None:
+                raise ProtocolError(protocol.NO_SCREEN_SECTION,
+                                    "Publish an offer with a screen section ('screen') "
+                                    "before sharing.")
+            publication, member.parked_screen = member.parked_screen, None
+            self._offer(member, publication)
+            return
+        publication = member.publications.pop("screen", None)
+        if publication is not None:
+            self._withdraw(member, [publication])  # closing a publication leaves it reusable
+            member.parked_screen = publication
+            await self.broadcast_participants()
 
     def _withdraw(self, owner: Member, publications: list[Publication]) -> None:
         """Stop forwarding `publications`: their sections go `inactive` in everyone's
@@ -324,7 +368,7 @@ class SfuRoom:
         changed: dict[str, Member] = {}
         for publication in publications:
             for other in self.members.values():
-                key = (owner.id, publication.kind)
+                key = (owner.id, publication.source)
                 subscription = other.subscriptions.get(key)
                 if subscription is not None and subscription.track.publication is publication:
                     del other.subscriptions[key]
@@ -431,10 +475,12 @@ class SfuRoom:
             return False
         # One stream id per participant, so browsers keep each person's audio and video in
         # sync (aiortc gives every track of a connection the same one).
-        transceiver.sender._stream_id = f"parley-{publication.owner}"
+        # A shared screen is a stream of its own: it is not lip-synced with the camera.
+        suffix = "-screen" if publication.source == "screen" else ""
+        transceiver.sender._stream_id = f"parley-{publication.owner}{suffix}"
         prefer_forwarded_codecs(transceiver)
         hooks.on_keyframe_request(transceiver.sender, publication.request_keyframe)
-        member.subscriptions[(publication.owner, publication.kind)] = Subscription(
+        member.subscriptions[(publication.owner, publication.source)] = Subscription(
             track, transceiver
         )
         return True
@@ -525,10 +571,10 @@ class SfuRoom:
         participants = []
         for member in self.members.values():
             mids = {}
-            for kind in ("audio", "video"):
-                subscription = viewer.subscriptions.get((member.id, kind))
+            for source in SOURCES:
+                subscription = viewer.subscriptions.get((member.id, source))
                 if subscription is not None and subscription.transceiver.mid is not None:
-                    mids[kind] = subscription.transceiver.mid
+                    mids[source] = subscription.transceiver.mid
             participants.append({
                 "id": member.id, "name": member.name, "muted": dict(member.muted),
                 "mids": mids, "publishing": sorted(member.publications), "you":

@@ -37,7 +37,7 @@ log = logging.getLogger(__name__)
 COMMANDS = {
     "sfu.join": "join", "sfu.publish": "publish", "sfu.subscribe_answer": "subscribe-answer",
     "sfu.candidate": "candidate", "sfu.mute": "mute", "sfu.captions": "captions",
-    "sfu.leave": "leave", "sfu.resubscribe": "resubscribe",
+    "sfu.leave": "leave", "sfu.resubscribe": "resubscribe", "sfu.share": "share",
 }
 # Commands one room may have waiting: a call start is about 60 messages per member (join,
 # publish, answers, trickled candidates), so 16 members starting at once fit four times over.
@@ -216,7 +216,7 @@ class SfuWorker:
         room_key, reply = self.members[member_id]
         room = self.rooms[room_key]
         if kind == "sfu.publish":
-            answer = await room.publish(member_id, message["sdp"])
+            answer = await room.publish(member_id, message["sdp"], message.get("screen"))
             await self._send(reply, {"type": "publish-answer", "sdp": answer})
         elif kind == "sfu.subscribe_answer":
             await room.subscribe_answer(member_id, message["sdp"])
@@ -224,6 +224,8 @@ class SfuWorker:
             await self._add_candidate(room, member_id, message["target"], message["candidate"])
         elif kind == "sfu.captions":
             await room.set_captions(message["on"])
+        elif kind == "sfu.share":
+            await room.share_screen(member_id, message["on"])
         elif kind == "sfu.mute":
             await room.set_muted(member_id, message["audio"], message["video"])
         elif kind == "sfu.resubscribe":

@@ -75,9 +75,21 @@ class Participant:
             self.publish_pc = peer_connection(self.ice_servers)
         self.publish_pc.addTrack(microphone or AudioStreamTrack())
         self.publish_pc.addTrack(camera or SmallCamera())
+        await self._offer(edit)
+
+    async def share_screen(self, screen: VideoStreamTrack) -> str:
+        """Add a screen section to the publish connection (a renegotiation on it, as a
+        browser does on its first share); returns the section's mid."""
+        transceiver = self.publish_pc.addTransceiver(screen, direction="sendonly")
         await self.publish_pc.setLocalDescription(await self.publish_pc.createOffer())
+        await self._offer(None, screen=transceiver.mid)
+        return transceiver.mid
+
+    async def _offer(self, edit, screen: str | None = None) -> None:
+        if self.publish_pc.signalingState != "have-local-offer":
+            await self.publish_pc.setLocalDescription(await self.publish_pc.createOffer())
         offer = self.publish_pc.localDescription.sdp
-        answer = await self.room.publish(self.id, edit(offer) if edit else offer)
+        answer = await self.room.publish(self.id, edit(offer) if edit else offer, screen)
         await self.publish_pc.setRemoteDescription(RTCSessionDescription(answer, "answer"))
 
     async def resubscribe(self) -> None:
@@ -148,8 +160,10 @@ class Participant:
         return {}
 
     def receiving_from(self, other_id: str, frames: int) -> bool:
+        """Decoding at least `frames` of the other's microphone and camera each."""
         mids = self.mids_of(other_id)
-        return len(mids) == 2 and all(self.frames[mid] >= frames for mid in mids.values())
+        return ("audio" in mids and "video" in mids
+                and all(self.frames[mids[kind]] >= frames for kind in ("audio", "video")))
 
     async def close(self) -> None:
         for task in self.tasks:
