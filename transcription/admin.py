@@ -1,8 +1,9 @@
+from django.conf import settings
 from django.contrib import admin
 from django.http import HttpResponse
 
 from .formats import to_txt
-from .models import CaptionSegment
+from .models import AssistantUsage, CaptionSegment
 
 
 @admin.action(description="Export selected segments as text")
@@ -33,3 +34,23 @@ class CaptionSegmentAdmin(admin.ModelAdmin):
 
     def has_add_permission(self, request) -> bool:
         return False  # segments come from the transcription pipeline
+
+
+@admin.register(AssistantUsage)
+class AssistantUsageAdmin(admin.ModelAdmin):
+    """What the room assistant spent per room and day, against the daily token budget."""
+
+    list_display = ["room", "day", "responses", "input_tokens", "output_tokens",
+                    "tool_calls", "refused", "budget_left"]
+    list_filter = ["day", "room"]
+    search_fields = ["room__slug", "room__name"]
+    readonly_fields = [f.name for f in AssistantUsage._meta.fields]
+    list_select_related = ["room"]
+    date_hierarchy = "day"
+
+    @admin.display(description="Budget left (tokens)")
+    def budget_left(self, usage: AssistantUsage) -> int:
+        return max(0, settings.ASSISTANT["DAILY_TOKEN_BUDGET"] - usage.tokens)
+
+    def has_add_permission(self, request) -> bool:
+        return False  # counted by the assistant

@@ -33,3 +33,30 @@ class CaptionSegment(models.Model):
 
     def __str__(self) -> str:
         return f"{self.speaker_name}: {self.text[:60]}"
+
+
+class AssistantUsage(models.Model):
+    """What the room assistant spent in one room on one UTC day (docs/assistant.md): the
+    daily token budget is checked against it before each answer, and admins read it."""
+
+    room = models.ForeignKey(Room, on_delete=models.CASCADE, related_name="assistant_usage")
+    day = models.DateField()
+    responses = models.PositiveIntegerField(default=0)
+    input_tokens = models.PositiveBigIntegerField(default=0)
+    output_tokens = models.PositiveBigIntegerField(default=0)
+    tool_calls = models.PositiveIntegerField(default=0)
+    refused = models.PositiveIntegerField(default=0)  # questions refused by rate or budget
+
+    class Meta:
+        ordering = ["-day", "room"]
+        constraints = [
+            models.UniqueConstraint(fields=["room", "day"], name="assistant_usage_once"),
+        ]
+        verbose_name_plural = "assistant usage"
+
+    @property
+    def tokens(self) -> int:
+        return self.input_tokens + self.output_tokens
+
+    def __str__(self) -> str:
+        return f"{self.room} {self.day}: {self.tokens} tokens"

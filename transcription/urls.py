@@ -11,4 +11,9 @@ urlpatterns = [
     path("v1/realtime/calls", calls.create_call, name="realtime_calls"),
     path("api/transcription-session", views.transcription_session,
          name="transcription_session"),
+    path("rooms/<slug:slug>/assistant", views.assistant_status, name="assistant_status"),
+    path("rooms/<slug:slug>/assistant/invite", views.assistant_invite,
+         name="assistant_invite"),
+    path("rooms/<slug:slug>/assistant/remove", views.assistant_remove,
+         name="assistant_remove"),
 ]

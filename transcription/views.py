@@ -27,6 +27,7 @@ from rooms.ratelimit import WindowLimit, client_address
 from rooms.views import enter_room
 
 from . import engines, feed, upstream
+from .assistant import manager as assistant_manager
 from .formats import FORMATS, caption_json
 from .keys import KeyGrant, mint_key
 from .models import CaptionSegment
@@ -204,3 +205,42 @@ def _within_rate(session) -> bool:
         return False
     session["parley_key_times"] = [*recent, now]
     return True
+
+
+# The room assistant (docs/assistant.md): availability and presence, invite, remove.
+
+async def _assistant_member(request: HttpRequest, slug: str):
+    room, participant, refusal = await sync_to_async(enter_room, thread_sensitive=False)(
+        request, slug)
+    if refusal is not None:
+        return room, None, _error(403, "forbidden", "Join the room first.")
+    return room, participant, None
+
+
+@require_GET
+async def assistant_status(request: HttpRequest, slug: str):
+    """`{available, present, invited_by}` of the room's assistant. Members only."""
+    room, _participant, refusal = await _assistant_member(request, slug)
+    if refusal is not None:
+        return refusal
+    return JsonResponse(await assistant_manager.status(room))
+
+
+@require_POST
+async def assistant_invite(request: HttpRequest, slug: str):
+    """Invite the assistant (201; 200 if it is already here; 503 unavailable or failed)."""
+    room, participant, refusal = await _assistant_member(request, slug)
+    if refusal is not None:
+        return refusal
+    status, body = await assistant_manager.invite(room, participant)
+    return JsonResponse(body, status=status)
+
+
+@require_POST
+async def assistant_remove(request: HttpRequest, slug: str):
+    """Remove the assistant, wherever its session runs (200)."""
+    room, participant, refusal = await _assistant_member(request, slug)
+    if refusal is not None:
+        return refusal
+    status, body = await assistant_manager.remove(room, participant)
+    return JsonResponse(body, status=status)
