@@ -46,7 +46,8 @@ export function roomSocketUrl(slug, after, loc = window.location) {
 
 // Events dispatched: "state" {state, retryInSeconds}, "hello" {hello}, "reset",
 // "message" {message}, "presence" {participants}, "ack" {clientId, seq},
-// "pending" {pending}, "error" {error}, "caption" {caption}, "caption-error" {error}.
+// "pending" {pending}, "error" {error}, "caption" {caption}, "caption-error" {error},
+// "assistant" {event} (assistant.* events, static/parley/assistant-panel.js).
 export class RoomClient extends EventTarget {
   constructor(slug, { storage = window.sessionStorage } = {}) {
     super();
@@ -201,6 +202,11 @@ export class RoomClient extends EventTarget {
       case "error": return this.onError(event);
       case "caption": return this.emit("caption", { caption: event });
       case "caption.error": return this.emit("caption-error", { error: event });
+      case "assistant.state":
+      case "assistant.delta":
+      case "assistant.done":
+      case "assistant.tool":
+      case "assistant.error": return this.emit("assistant", { event }); // assistant-panel.js
       default: return undefined; // newer server, older client: ignore unknown events
     }
   }
