@@ -16,4 +16,5 @@ urlpatterns = [
          name="assistant_invite"),
     path("rooms/<slug:slug>/assistant/remove", views.assistant_remove,
          name="assistant_remove"),
+    path("rooms/<slug:slug>/assistant/page", views.assistant_page, name="assistant_page"),
 ]

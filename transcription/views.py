@@ -244,3 +244,12 @@ async def assistant_remove(request: HttpRequest, slug: str):
         return refusal
     status, body = await assistant_manager.remove(room, participant)
     return JsonResponse(body, status=status)
+
+
+@require_GET
+def assistant_page(request: HttpRequest, slug: str):
+    """The assistant on its own page: its panel, the chat, a field to ask it."""
+    room, _participant, refusal = enter_room(request, slug)
+    if refusal is not None:
+        return refusal
+    return render(request, "transcription/assistant_page.html", {"room": room})
