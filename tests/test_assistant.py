@@ -165,7 +165,8 @@ async def test_tool_calls_validated_shown_and_scoped_to_the_room(standin):
 
 
 async def test_budget_rate_and_upstream_faults_are_visible(standin, settings):
-    settings.ASSISTANT = {**settings.ASSISTANT, "DAILY_TOKEN_BUDGET": 1}
+    settings.ASSISTANT = {**settings.ASSISTANT, "DAILY_TOKEN_BUDGET": 1,
+                          "RESPONSE_BURST": 4, "RESPONSES_PER_MINUTE": 0.001}
     standin.script.add(Reply(error="server_error"), Reply(text="ok"))
     ann, room = await invited(standin)
 
@@ -185,6 +186,10 @@ async def test_budget_rate_and_upstream_faults_are_visible(standin, settings):
     assert error["code"] == "upstream_connection_lost"
     standin.faults.drop_after_events = None
     await standin.wait_for_sessions(2, WAIT)  # reconnected
+    await ann.say("@assistant five", "q5")  # four answers were the burst
+    await ann.until(of("assistant.error", code="assistant_rate_limited"))
+    usage = await database_sync_to_async(AssistantUsage.objects.get)(room=room)
+    assert usage.refused == 2  # the budget's and the rate's
     await ann.socket.disconnect()
 
 

@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import sys
 
 from django.conf import settings
 
@@ -64,6 +65,7 @@ async def invite(room: Room, inviter: Participant) -> tuple[int, dict]:
     value = lease_value(who)
     if not await leases().acquire(room.pk, value):
         return 200, await status(room)
+    _stop_on_daphne_shutdown()
     session = AssistantSession(room, inviter, value)
     key = (id(asyncio.get_running_loop()), room.pk)
     _sessions[key] = session
@@ -101,3 +103,21 @@ async def stop_all() -> None:
         session.task.cancel()
         with contextlib.suppress(asyncio.CancelledError, Exception):
             await session.task
+
+
+_shutdown_hooked = False
+
+
+def _stop_on_daphne_shutdown() -> None:
+    """Under daphne, end this process's sessions when its reactor shuts down (SIGTERM), as
+    project/asgi.py does for media: each session then leaves the room (presence, state) and
+    gives up its lease, so another process can take the room at once."""
+    global _shutdown_hooked
+    reactor = sys.modules.get("twisted.internet.reactor")
+    if _shutdown_hooked or reactor is None:
+        return
+    from twisted.internet.defer import Deferred
+
+    _shutdown_hooked = True
+    reactor.addSystemEventTrigger(
+        "before", "shutdown", lambda: Deferred.fromFuture(asyncio.ensure_future(stop_all())))
