@@ -189,6 +189,9 @@ class AssistantSession:
         if self.connection is not None:
             await self._close(self.connection)
             self.connection = None
+        # Given up before the room hears of the leave, so whoever hears it can invite again.
+        with contextlib.suppress(Exception):
+            await leases().release(self.room.pk, self.lease_value)
         if self.answer is not None:
             await self._broadcast({"type": protocol.DONE, "response_id": self.answer.response_id,
                                    "seq": None})
@@ -199,8 +202,6 @@ class AssistantSession:
         await self._broadcast(protocol.state_event(protocol.LEFT, reason=self.end_reason))
         if joined:
             await fanout.leave(self.room.pk, self)
-        with contextlib.suppress(Exception):
-            await leases().release(self.room.pk, self.lease_value)
 
     def _spawn(self, coro, name: str) -> asyncio.Task:
         task = asyncio.get_running_loop().create_task(
