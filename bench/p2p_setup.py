@@ -1,10 +1,11 @@
 """Direct-call set-up time in headless Chromium on loopback.
 
-For each call, Ann opens a direct call page and waits; Bob opens the same call. Measured from
-the moment Bob's page sends `join` (the second join) to:
+For each call, Ann and Bob open the room's direct page; Ann invites Bob ("Message Bob" or
+"Call Bob") and Bob accepts. Measured from the moment Bob's page hears its `accepted` (the
+server took the acceptance) to:
 - the data channel open on both sides (direct chat), and
 - the first decoded remote video frame on both sides (direct video, `loadeddata`).
-Page loads are not counted. Prints median and p95 over --calls calls per mode.
+Page loads and the ringing are not counted. Prints median and p95 over --calls calls per mode.
 
 Usage: .venv/bin/python bench/p2p_setup.py [--calls 20] [--modes chat,video] [--redis]
 """
@@ -19,12 +20,12 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from playwright.sync_api import expect, sync_playwright  # noqa: E402
+from playwright.sync_api import sync_playwright  # noqa: E402
 
 from tests.support.chromium import create_room, join_as_guest, launch, participant  # noqa: E402
 from tests.support.servers import DaphneProcess, LiveDatabase, RedisServer  # noqa: E402
 
-MARKS = "() => window.parleyCall && window.parleyCall.marks"
+MARKS = "() => [...window.parleyDirect.conversations.values()][0].marks"
 
 
 def percentile(values: list[float], q: float) -> float:
@@ -34,22 +35,24 @@ def percentile(values: list[float], q: float) -> float:
 
 
 def one_call(browser, ann_url: str, bob_url: str, slug: str, mode: str) -> float:
-    """Milliseconds from Bob's join to the later side's data channel open / first frame."""
+    """Milliseconds from Bob's acceptance to the later side's data channel open / first frame."""
     target = "channelOpen" if mode == "chat" else "firstFrame"
     path = f"/rooms/{slug}/direct/{mode}/"
     contexts = [participant(browser, ann_url), participant(browser, bob_url)]
     try:
         ann, bob = (context.new_page() for context in contexts)
         join_as_guest(ann, path, "Ann")
-        expect(ann.locator("#call-status")).to_have_attribute("data-state", "waiting")
         join_as_guest(bob, path, "Bob")
+        ann.get_by_role("button", name=f"{'Message' if mode == 'chat' else 'Call'} Bob").click()
+        bob.get_by_role("button", name="Accept").click()
         for page in (ann, bob):
             page.wait_for_function(
-                f"() => window.parleyCall.marks.{target} !== undefined", polling=50, timeout=30000
+                f"() => {{ const c = [...window.parleyDirect.conversations.values()][0];"
+                f" return c && c.marks.{target} !== undefined; }}", polling=50, timeout=30000
             )
-        joined = bob.evaluate(MARKS)["joinSent"]
+        accepted = bob.evaluate(MARKS)["accepted"]
         done = max(page.evaluate(MARKS)[target] for page in (ann, bob))
-        return done - joined
+        return done - accepted
     finally:
         for context in contexts:
             context.close()
@@ -87,8 +90,8 @@ def main() -> None:
                     one_call(browser, servers[0].base_url, servers[-1].base_url, slug, mode)
                     for _ in range(args.calls)
                 ]
-                metric = ("second join -> data channel open" if mode == "chat"
-                          else "second join -> first remote frame")
+                metric = ("accepted -> data channel open" if mode == "chat"
+                          else "accepted -> first remote frame")
                 print(f"{mode:6} {metric:34} {len(samples):>3} "
                       f"{statistics.median(samples):>10.0f} {percentile(samples, 0.95):>8.0f} "
                       f"{min(samples):>6.0f} {max(samples):>6.0f}")

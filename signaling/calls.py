@@ -1,188 +1,404 @@
-"""Who holds the two places of a direct call (room + mode), shared by every server process.
+"""Who can be called and which direct calls exist, shared by every server process.
 
-A call has at most two peers. Each peer is one signaling connection: an opaque peer id, the
-channel name to reach it (never shown to clients) and the participant it belongs to. When the
-same participant joins again (a reload, a second tab), the new connection takes over that
-participant's place and the old one is evicted, so a reload never finds its own ghost and
-gets `room-full`. Places are refreshed by heartbeats and expire after PRESENCE_TTL_SECONDS,
-which frees the places of a process that died.
+A signaling connection is one tab of a participant. The directory records, per room and
+participant, the live connections (so an invitation can say `not_here`), and each direct
+call: its two ends, its mode and whether it is still ringing. The caller's end is the
+connection that invited; the callee's end is whichever of the callee's connections accepted
+first. Channel names identify connections here and never reach clients.
 
-Two stores with one interface: in-process memory (no REDIS_URL) and a Redis hash per call,
-changed atomically by a Lua script.
+The rules (who may accept, cancel or hang up what; the limits) are plain functions over
+`Call` values; the two stores only make each change atomic: in-process memory (no
+REDIS_URL), or Redis keys changed under WATCH/MULTI so two processes never both accept one
+invitation or both take a participant's last call. Entries are refreshed by the owning
+connections' heartbeats and expire after PRESENCE_TTL_SECONDS, which forgets what a dead
+process held.
 """
 
 from __future__ import annotations
 
 import json
 import time
-from dataclasses import asdict, dataclass
+from collections.abc import Callable
+from dataclasses import asdict, dataclass, replace
 
 from django.conf import settings
 
 from rooms.redis import redis_client
 
-CAPACITY = 2
+from . import protocol
+from .protocol import CallRefused
+
+RINGING, ACTIVE = "ringing", "active"
+CAS_ATTEMPTS = 20
 
 
 @dataclass(frozen=True)
-class Peer:
-    id: str
-    channel: str
-    who: str  # participant key: same person, same place
+class End:
+    id: str  # the participant's public id
     name: str
+    channel: str | None  # the connection speaking for this end; None: callee not yet accepted
 
 
 @dataclass(frozen=True)
-class JoinResult:
-    joined: bool  # False: the call is full
-    other: Peer | None  # the peer already there, if any
-    evicted: Peer | None  # this participant's previous connection, now replaced
+class Call:
+    id: str
+    room: int
+    mode: str
+    caller: End
+    callee: End
+    state: str = RINGING
+
+    def to_json(self) -> str:
+        return json.dumps(asdict(self), separators=(",", ":"))
+
+    @classmethod
+    def from_json(cls, raw: str | bytes) -> Call:
+        data = json.loads(raw)
+        return cls(**{**data, "caller": End(**data["caller"]), "callee": End(**data["callee"])})
+
+    def has(self, participant: str) -> bool:
+        return participant in (self.caller.id, self.callee.id)
+
+    def other_end(self, channel: str) -> End | None:
+        """The end that is not connection `channel` (None if `channel` is neither end)."""
+        if channel == self.caller.channel:
+            return self.callee
+        if channel == self.callee.channel:
+            return self.caller
+        return None
 
 
-def call_key(room_id: int, mode: str) -> str:
-    return f"parley:call:{room_id}:{mode}"
+@dataclass(frozen=True)
+class Limits:
+    max_pending: int  # invitations one participant may have ringing
+    max_calls: int  # calls (ringing or accepted, either end) one participant may be in
+
+    @classmethod
+    def from_settings(cls) -> Limits:
+        return cls(settings.PARLEY["SIGNAL_MAX_PENDING_INVITES"],
+                   settings.PARLEY["SIGNAL_MAX_DIRECT_CALLS"])
 
 
-class MemoryCalls:
+# The rules, as plain functions.
+
+def check_invite(call: Call, caller_calls: list[Call], callee_calls: list[Call],
+                 limits: Limits) -> None:
+    """Refuse an invitation that would break a limit (the caller's first, then the callee's)."""
+    mine = [c for c in caller_calls if c.id != call.id]
+    if len(mine) >= limits.max_calls:
+        raise CallRefused(protocol.TOO_MANY_CALLS,
+                          f"You are already in {limits.max_calls} direct calls.")
+    ringing = [c for c in mine if c.state == RINGING and c.caller.id == call.caller.id]
+    if len(ringing) >= limits.max_pending:
+        raise CallRefused(protocol.TOO_MANY_INVITES,
+                          f"You already have {limits.max_pending} invitations ringing.")
+    if any(c.mode == call.mode and c.has(call.callee.id) for c in mine):
+        raise CallRefused(protocol.DUPLICATE_CALL,
+                          f"You already have a direct {call.mode} with {call.callee.name}.")
+    if len([c for c in callee_calls if c.id != call.id]) >= limits.max_calls:
+        raise CallRefused(protocol.BUSY, f"{call.callee.name} is busy in other calls.")
+
+
+def _known(call: Call | None, call_id: str, room: int) -> Call:
+    if call is None or call.room != room:
+        raise CallRefused(protocol.UNKNOWN_CALL, "No such call (it may have ended).",
+                          call=call_id)
+    return call
+
+
+def accepting(call: Call | None, call_id: str, room: int, participant: str,
+              channel: str) -> Call:
+    """The call once connection `channel` of `participant` accepted it."""
+    call = _known(call, call_id, room)
+    if call.callee.id != participant:
+        raise CallRefused(protocol.NOT_YOUR_CALL, "This invitation is not for you.", call=call_id)
+    if call.state != RINGING:
+        raise CallRefused(protocol.NOT_RINGING, "This call was already answered.", call=call_id)
+    return replace(call, state=ACTIVE, callee=replace(call.callee, channel=channel))
+
+
+def ending_reason(call: Call | None, call_id: str, room: int, participant: str, channel: str,
+                  action: str) -> str:
+    """Why the call ends when connection `channel` sends `action` (decline, cancel, hang-up)."""
+    call = _known(call, call_id, room)
+    ringing = call.state == RINGING
+    is_caller = channel == call.caller.channel
+    is_callee = call.callee.id == participant if ringing else channel == call.callee.channel
+    if action == "decline" and call.callee.id == participant:
+        if not ringing:
+            raise CallRefused(protocol.NOT_RINGING, "This call was already answered.",
+                              call=call_id)
+        return protocol.DECLINED
+    if action == "cancel" and is_caller:
+        if not ringing:
+            raise CallRefused(protocol.NOT_RINGING, "This call was already answered; hang up.",
+                              call=call_id)
+        return protocol.CANCELLED
+    if action == "hang-up" and (is_caller or is_callee):
+        if ringing:
+            return protocol.CANCELLED if is_caller else protocol.DECLINED
+        return protocol.HUNG_UP
+    raise CallRefused(protocol.NOT_YOUR_CALL, "This call is not this connection's.", call=call_id)
+
+
+def relay_target(call: Call | None, call_id: str, room: int, channel: str) -> End:
+    """The end an offer/answer/candidate from connection `channel` goes to."""
+    call = _known(call, call_id, room)
+    other = call.other_end(channel)
+    if other is None:
+        raise CallRefused(protocol.NOT_YOUR_CALL, "This call is not this connection's.",
+                          call=call_id)
+    if call.state != ACTIVE:
+        raise CallRefused(protocol.NOT_ACCEPTED, "The call has not been accepted yet.",
+                          call=call_id)
+    return other
+
+
+# A change: given the stored call (or None), the call to store (None: delete) and a result.
+Change = Callable[[Call | None], tuple[Call | None, object]]
+
+
+class MemoryDirectory:
+    """One process's directory (no REDIS_URL)."""
+
     def __init__(self, ttl: float):
         self.ttl = ttl
-        self.calls: dict[str, dict[str, tuple[Peer, float]]] = {}
+        self.here: dict[tuple[int, str], dict[str, tuple[str, float]]] = {}
+        self.calls: dict[str, tuple[Call, float]] = {}
+        self.index: dict[tuple[int, str], set[str]] = {}
 
-    def _live(self, key: str) -> dict[str, tuple[Peer, float]]:
-        peers = self.calls.setdefault(key, {})
+    def _live_connections(self, room: int, participant: str) -> dict[str, tuple[str, float]]:
+        connections = self.here.get((room, participant), {})
         cutoff = time.time() - self.ttl
-        for peer_id in [p for p, (_, seen) in peers.items() if seen < cutoff]:
-            del peers[peer_id]
-        return peers
+        for channel in [c for c, (_, seen) in connections.items() if seen < cutoff]:
+            del connections[channel]
+        return connections
 
-    async def join(self, key: str, peer: Peer) -> JoinResult:
-        peers = self._live(key)
-        evicted = next((p for p, _ in peers.values() if p.who == peer.who), None)
-        if evicted is not None:
-            del peers[evicted.id]
-        others = [p for p, _ in peers.values()]
-        if len(others) >= CAPACITY:
-            return JoinResult(False, None, None)
-        peers[peer.id] = (peer, time.time())
-        return JoinResult(True, others[0] if others else None, evicted)
+    async def arrive(self, room: int, participant: str, name: str, channel: str) -> None:
+        """A connection is here (again: each heartbeat calls this)."""
+        self.here.setdefault((room, participant), {})[channel] = (name, time.time())
 
-    async def leave(self, key: str, peer_id: str) -> Peer | None:
-        """Give up a place; returns the peer left behind (None if we held no place)."""
-        peers = self._live(key)
-        if peers.pop(peer_id, None) is None:
+    async def depart(self, room: int, participant: str, channel: str) -> int:
+        """A connection left; returns how many of the participant's connections remain."""
+        connections = self._live_connections(room, participant)
+        connections.pop(channel, None)
+        if not connections:
+            self.here.pop((room, participant), None)
+        return len(connections)
+
+    async def present(self, room: int, participant: str) -> str | None:
+        """The participant's name if they have a live connection in the room."""
+        connections = self._live_connections(room, participant)
+        return next(iter(connections.values()))[0] if connections else None
+
+    def _get(self, call_id: str) -> Call | None:
+        entry = self.calls.get(call_id)
+        if entry is None:
             return None
-        remaining = [p for p, _ in peers.values()]
-        if not peers:
-            self.calls.pop(key, None)
-        return remaining[0] if remaining else None
-
-    async def other(self, key: str, peer_id: str) -> Peer | None:
-        peers = self._live(key)
-        if peer_id not in peers:
+        if entry[1] < time.time():
+            del self.calls[call_id]
             return None
-        return next((p for p, _ in peers.values() if p.id != peer_id), None)
+        return entry[0]
 
-    async def refresh(self, key: str, peer: Peer) -> bool:
-        """Renew our place; False when we no longer hold one (evicted or expired)."""
-        peers = self._live(key)
-        if peer.id not in peers:
-            return False
-        peers[peer.id] = (peer, time.time())
-        return True
+    async def calls_of(self, room: int, participant: str) -> list[Call]:
+        ids = self.index.get((room, participant), set())
+        calls = [c for c in map(self._get, list(ids)) if c is not None]
+        ids.intersection_update(c.id for c in calls)
+        return calls
 
+    async def get(self, call_id: str) -> Call | None:
+        return self._get(call_id)
 
-# KEYS[1] = call hash; ARGV = peer id, peer json, who, now, ttl, capacity.
-# Drops expired places and this participant's previous place, then takes a place if free.
-_JOIN_SCRIPT = """
-local key, peer_id, peer_json, who = KEYS[1], ARGV[1], ARGV[2], ARGV[3]
-local now, ttl, capacity = tonumber(ARGV[4]), tonumber(ARGV[5]), tonumber(ARGV[6])
-local entries = redis.call('HGETALL', key)
-local others, evicted = {}, false
-for i = 1, #entries, 2 do
-  local place = cjson.decode(entries[i + 1])
-  if place.ts < now - ttl then
-    redis.call('HDEL', key, entries[i])
-  elseif place.peer.who == who then
-    redis.call('HDEL', key, entries[i])
-    evicted = place.peer
-  else
-    table.insert(others, place.peer)
-  end
-end
-if #others >= capacity then
-  return cjson.encode({joined = false})
-end
-redis.call('HSET', key, peer_id, cjson.encode({peer = cjson.decode(peer_json), ts = now}))
-redis.call('EXPIRE', key, math.ceil(ttl * 4))
-return cjson.encode({joined = true, other = others[1] or false, evicted = evicted})
-"""
+    async def invite(self, call: Call, limits: Limits) -> None:
+        check_invite(call, await self.calls_of(call.room, call.caller.id),
+                     await self.calls_of(call.room, call.callee.id), limits)
+        self.calls[call.id] = (call, time.time() + self.ttl)
+        for end in (call.caller, call.callee):
+            self.index.setdefault((call.room, end.id), set()).add(call.id)
+
+    async def change(self, call_id: str, change: Change) -> object:
+        new, result = change(self._get(call_id))
+        if new is None:
+            self.calls.pop(call_id, None)
+        else:
+            self.calls[call_id] = (new, time.time() + self.ttl)
+        return result
+
+    async def touch(self, call_ids: list[str]) -> None:
+        for call_id in call_ids:
+            call = self._get(call_id)
+            if call is not None:
+                self.calls[call_id] = (call, time.time() + self.ttl)
 
 
-# Renew a place only if it is still ours (not evicted or expired in between).
-_REFRESH_SCRIPT = """
-if redis.call('HEXISTS', KEYS[1], ARGV[1]) == 1 then
-  redis.call('HSET', KEYS[1], ARGV[1], ARGV[2])
-  return 1
-end
-return 0
-"""
+class RedisDirectory:
+    """The directory in Redis, shared by every process (REDIS_URL)."""
 
-
-class RedisCalls:
     def __init__(self, url: str, ttl: float):
         self.url = url
         self.ttl = ttl
+        self.expire = max(1, round(ttl))
 
     def _redis(self):
         return redis_client(self.url)
 
-    def _live(self, raw: dict) -> dict[str, Peer]:
+    @staticmethod
+    def _here_key(room: int, participant: str) -> str:
+        return f"parley:signal:here:{room}:{participant}"
+
+    @staticmethod
+    def _call_key(call_id: str) -> str:
+        return f"parley:signal:call:{call_id}"
+
+    @staticmethod
+    def _index_key(room: int, participant: str) -> str:
+        return f"parley:signal:calls:{room}:{participant}"
+
+    def _live(self, raw: dict) -> dict[str, str]:
         cutoff = time.time() - self.ttl
-        out = {}
-        for value in raw.values():
-            place = json.loads(value)
-            if place["ts"] >= cutoff:
-                peer = Peer(**place["peer"])
-                out[peer.id] = peer
-        return out
+        live = {}
+        for channel, value in raw.items():
+            entry = json.loads(value)
+            if entry["ts"] >= cutoff:
+                live[channel.decode() if isinstance(channel, bytes) else channel] = entry["name"]
+        return live
 
-    async def join(self, key: str, peer: Peer) -> JoinResult:
-        reply = await self._redis().eval(
-            _JOIN_SCRIPT, 1, key, peer.id, json.dumps(asdict(peer)), peer.who,
-            time.time(), self.ttl, CAPACITY,
-        )
-        result = json.loads(reply)
-        if not result["joined"]:
-            return JoinResult(False, None, None)
-        other = Peer(**result["other"]) if result.get("other") else None
-        evicted = Peer(**result["evicted"]) if result.get("evicted") else None
-        return JoinResult(True, other, evicted)
+    async def arrive(self, room: int, participant: str, name: str, channel: str) -> None:
+        key = self._here_key(room, participant)
+        async with self._redis().pipeline(transaction=True) as pipe:
+            pipe.hset(key, channel, json.dumps({"name": name, "ts": time.time()}))
+            pipe.expire(key, self.expire * 2)
+            await pipe.execute()
 
-    async def leave(self, key: str, peer_id: str) -> Peer | None:
+    async def depart(self, room: int, participant: str, channel: str) -> int:
+        key = self._here_key(room, participant)
         redis = self._redis()
-        if not await redis.hdel(key, peer_id):
-            return None
-        remaining = self._live(await redis.hgetall(key))
-        return next(iter(remaining.values()), None)
+        await redis.hdel(key, channel)
+        return len(self._live(await redis.hgetall(key)))
 
-    async def other(self, key: str, peer_id: str) -> Peer | None:
-        peers = self._live(await self._redis().hgetall(key))
-        if peer_id not in peers:
-            return None
-        return next((p for p in peers.values() if p.id != peer_id), None)
+    async def present(self, room: int, participant: str) -> str | None:
+        live = self._live(await self._redis().hgetall(self._here_key(room, participant)))
+        return next(iter(live.values()), None)
 
-    async def refresh(self, key: str, peer: Peer) -> bool:
-        place = json.dumps({"peer": asdict(peer), "ts": time.time()})
-        return bool(await self._redis().eval(_REFRESH_SCRIPT, 1, key, peer.id, place))
+    async def _calls_in(self, redis, index_key: str) -> list[Call]:
+        ids = sorted(i.decode() if isinstance(i, bytes) else i
+                     for i in await redis.smembers(index_key))
+        if not ids:
+            return []
+        raws = await redis.mget([self._call_key(i) for i in ids])
+        return [Call.from_json(raw) for raw in raws if raw is not None]
+
+    async def calls_of(self, room: int, participant: str) -> list[Call]:
+        index_key = self._index_key(room, participant)
+        redis = self._redis()
+        calls = await self._calls_in(redis, index_key)
+        ids = {i.decode() if isinstance(i, bytes) else i for i in await redis.smembers(index_key)}
+        stale = ids - {c.id for c in calls}
+        if stale:
+            await redis.srem(index_key, *stale)
+        return calls
+
+    async def get(self, call_id: str) -> Call | None:
+        raw = await self._redis().get(self._call_key(call_id))
+        return Call.from_json(raw) if raw is not None else None
+
+    async def invite(self, call: Call, limits: Limits) -> None:
+        from redis.exceptions import WatchError
+
+        keys = [self._index_key(call.room, end.id) for end in (call.caller, call.callee)]
+        for _ in range(CAS_ATTEMPTS):
+            async with self._redis().pipeline(transaction=True) as pipe:
+                try:
+                    await pipe.watch(*keys)
+                    check_invite(call, await self._calls_in(pipe, keys[0]),
+                                 await self._calls_in(pipe, keys[1]), limits)
+                    pipe.multi()
+                    pipe.set(self._call_key(call.id), call.to_json(), ex=self.expire)
+                    for key in keys:
+                        pipe.sadd(key, call.id)
+                        pipe.expire(key, self.expire * 4)
+                    await pipe.execute()
+                    return
+                except WatchError:
+                    continue
+        raise RuntimeError("the call directory stayed contended")
+
+    async def change(self, call_id: str, change: Change) -> object:
+        from redis.exceptions import WatchError
+
+        key = self._call_key(call_id)
+        for _ in range(CAS_ATTEMPTS):
+            async with self._redis().pipeline(transaction=True) as pipe:
+                try:
+                    await pipe.watch(key)
+                    raw = await pipe.get(key)
+                    new, result = change(Call.from_json(raw) if raw is not None else None)
+                    pipe.multi()
+                    if new is None:
+                        pipe.delete(key)
+                    else:
+                        pipe.set(key, new.to_json(), ex=self.expire)
+                    await pipe.execute()
+                    return result
+                except WatchError:
+                    continue
+        raise RuntimeError("the call directory stayed contended")
+
+    async def touch(self, call_ids: list[str]) -> None:
+        if not call_ids:
+            return
+        async with self._redis().pipeline(transaction=False) as pipe:
+            for call_id in call_ids:
+                pipe.expire(self._call_key(call_id), self.expire)
+            await pipe.execute()
 
 
-_store: MemoryCalls | RedisCalls | None = None
+Directory = MemoryDirectory | RedisDirectory
 
 
-def call_store() -> MemoryCalls | RedisCalls:
-    """The process-wide store chosen by settings (Redis when REDIS_URL is set)."""
-    global _store
-    if _store is None:
+# What the consumer does with a directory, on top of `change`.
+
+async def accept(directory: Directory, call_id: str, room: int, participant: str,
+                 channel: str) -> Call:
+    def change(call: Call | None) -> tuple[Call | None, object]:
+        accepted = accepting(call, call_id, room, participant, channel)
+        return accepted, accepted
+
+    return await directory.change(call_id, change)
+
+
+async def end(directory: Directory, call_id: str, room: int, participant: str, channel: str,
+              action: str) -> tuple[Call, str]:
+    """End a call by a client's decline / cancel / hang-up; returns it and the reason."""
+    def change(call: Call | None) -> tuple[Call | None, object]:
+        return None, (call, ending_reason(call, call_id, room, participant, channel, action))
+
+    return await directory.change(call_id, change)
+
+
+async def expire_ringing(directory: Directory, call_id: str) -> Call | None:
+    """End a call that is still ringing (its invitation timed out); None if it is not."""
+    def change(call: Call | None) -> tuple[Call | None, object]:
+        if call is None or call.state != RINGING:
+            return call, None
+        return None, call
+
+    return await directory.change(call_id, change)
+
+
+async def drop(directory: Directory, call_id: str) -> Call | None:
+    """Forget a call whatever its state (an end's socket closed); returns what it was."""
+    return await directory.change(call_id, lambda call: (None, call))
+
+
+_directory: Directory | None = None
+
+
+def directory() -> Directory:
+    """The process-wide directory chosen by settings (Redis when REDIS_URL is set)."""
+    global _directory
+    if _directory is None:
         ttl = settings.PARLEY["PRESENCE_TTL_SECONDS"]
-        _store = RedisCalls(settings.REDIS_URL, ttl) if settings.REDIS_URL else MemoryCalls(ttl)
-    return _store
+        _directory = (RedisDirectory(settings.REDIS_URL, ttl) if settings.REDIS_URL
+                      else MemoryDirectory(ttl))
+    return _directory

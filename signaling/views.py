@@ -14,17 +14,14 @@ from .protocol import MODES
 
 @require_GET
 def direct(request: HttpRequest, slug: str, mode: str):
+    """The stand-alone direct page: the room's people with Message/Call, and the direct
+    partial (until the room page carries it)."""
     if mode not in MODES:
         raise Http404("No such call mode.")
     room, participant, refusal = enter_room(request, slug)
     if refusal is not None:
         return refusal
-    return render(request, "signaling/direct.html", {
-        "room": room,
-        "mode": mode,
-        "participant": participant,
-        "ice_servers": ice_servers_for(participant.public_id),
-    })
+    return render(request, "signaling/direct.html", {"room": room, "participant": participant})
 
 
 @require_GET

@@ -1,4 +1,5 @@
-"""Real WebRTC through the signaling relay: two aiortc peers, one or two daphne processes.
+"""Real WebRTC through the signaling relay: aiortc peers invite each other by participant,
+on one or two daphne processes.
 
 aiortc gathers every candidate before it returns a description and never trickles, so this
 also checks that a peer sending no separate `ice-candidate` connects.
@@ -7,6 +8,7 @@ also checks that a peer sending no separate `ice-candidate` connects.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 
 import pytest
 from aiortc import RTCConfiguration, RTCPeerConnection, RTCSessionDescription
@@ -17,74 +19,91 @@ from tests.support.signal_client import SignalSocket
 pytestmark = pytest.mark.multiprocess
 
 
-async def data_channel_call(one_url: str, two_url: str) -> list[str]:
-    slug = await create_public_room(one_url, "p2p")
-    ann = SignalSocket(one_url, slug, await guest_session(one_url, slug, "Ann"))
-    bob = SignalSocket(two_url, slug, await guest_session(two_url, slug, "Bob"))
+async def talk(caller: SignalSocket, callee: SignalSocket, call: str, text: str) -> list[str]:
+    """Connect a data channel for `call` (the caller offers) and exchange one message."""
     config = RTCConfiguration(iceServers=[])
-    ann_pc, bob_pc = RTCPeerConnection(config), RTCPeerConnection(config)
+    caller_pc, callee_pc = RTCPeerConnection(config), RTCPeerConnection(config)
     heard: list[str] = []
     done = asyncio.Event()
     try:
-        await ann.open()
-        await ann.send(type="join", mode="chat")
-        assert (await ann.next())["type"] == "waiting"
-        await bob.open()
-        await bob.send(type="join", mode="chat")
-        bob_ready = await bob.next("ready")
-        ann_ready = await ann.next("ready")
-        assert bob_ready["initiator"] and not ann_ready["initiator"]
-
-        @ann_pc.on("datachannel")
+        @callee_pc.on("datachannel")
         def on_channel(channel):
             @channel.on("message")
-            def on_message(text):
-                heard.append(f"ann got {text}")
-                channel.send(f"re: {text}")
+            def on_message(message):
+                heard.append(f"callee got {message}")
+                channel.send(f"re: {message}")
 
-        channel = bob_pc.createDataChannel("chat")
+        channel = caller_pc.createDataChannel("direct")
 
         @channel.on("open")
         def on_open():
-            channel.send("hello over the data channel")
+            channel.send(text)
 
         @channel.on("message")
-        def on_reply(text):
-            heard.append(f"bob got {text}")
+        def on_reply(message):
+            heard.append(f"caller got {message}")
             done.set()
 
-        await bob_pc.setLocalDescription(await bob_pc.createOffer())
-        await bob.send(type="offer", sdp=bob_pc.localDescription.sdp, peer=bob_ready["peer"])
-        offer = await ann.next("offer")
-        await ann_pc.setRemoteDescription(RTCSessionDescription(offer["sdp"], "offer"))
-        await ann_pc.setLocalDescription(await ann_pc.createAnswer())
-        await ann.send(type="answer", sdp=ann_pc.localDescription.sdp)
-        answer = await bob.next("answer")
-        await bob_pc.setRemoteDescription(RTCSessionDescription(answer["sdp"], "answer"))
+        await caller_pc.setLocalDescription(await caller_pc.createOffer())
+        await caller.send(type="offer", call=call, sdp=caller_pc.localDescription.sdp)
+        offer = await callee.next("offer")
+        assert offer["call"] == call
+        await callee_pc.setRemoteDescription(RTCSessionDescription(offer["sdp"], "offer"))
+        await callee_pc.setLocalDescription(await callee_pc.createAnswer())
+        await callee.send(type="answer", call=call, sdp=callee_pc.localDescription.sdp)
+        answer = await caller.next("answer")
+        await caller_pc.setRemoteDescription(RTCSessionDescription(answer["sdp"], "answer"))
         async with asyncio.timeout(20):
             await done.wait()
-
-        await bob.close()  # Bob goes: Ann is told and waits again
-        assert (await ann.next())["type"] == "peer-left"
-        assert (await ann.next())["type"] == "waiting"
     finally:
-        await ann_pc.close()
-        await bob_pc.close()
-        await ann.close()
-        await bob.close()
+        await caller_pc.close()
+        await callee_pc.close()
     return heard
 
 
-async def test_aiortc_peers_connect_through_one_process(daphne_factory):
+async def people(urls: list[str], names: list[str]) -> list[SignalSocket]:
+    slug = await create_public_room(urls[0], "p2p")
+    sockets = []
+    for n, name in enumerate(names):
+        url = urls[n % len(urls)]
+        socket = SignalSocket(url, slug, await guest_session(url, slug, name))
+        await socket.open()
+        sockets.append(socket)
+    return sockets
+
+
+async def test_aiortc_peers_talk_through_one_process(daphne_factory):
     server = daphne_factory()
-    heard = await data_channel_call(server.base_url, server.base_url)
-    assert heard == ["ann got hello over the data channel",
-                     "bob got re: hello over the data channel"]
+    ann, bob = await people([server.base_url], ["Ann", "Bob"])
+    try:
+        call = await ann.call(bob)
+        heard = await talk(ann, bob, call, "hello over the data channel")
+        assert heard == ["callee got hello over the data channel",
+                         "caller got re: hello over the data channel"]
+        await bob.close()  # Bob goes: Ann is told the call ended
+        assert await ann.next("call-ended") == {"type": "call-ended", "call": call,
+                                                "reason": "gone"}
+    finally:
+        await ann.close()
+        await bob.close()
 
 
 @pytest.mark.parametrize("layer", ["pubsub", "core"])
-async def test_aiortc_peers_connect_across_two_processes(daphne_factory, redis_server, layer):
+async def test_two_pairs_at_once_across_two_processes(daphne_factory, redis_server, layer):
+    """Ann-Bob and Cat-Dan connect in one room at the same time, each pair split across two
+    processes; then Cat calls Ann, already in a call: never refused as "room full"."""
     env = {"REDIS_URL": redis_server.url, "REDIS_LAYER": layer}
     one, two = daphne_factory(**env), daphne_factory(**env)
-    heard = await data_channel_call(one.base_url, two.base_url)
-    assert heard[-1] == "bob got re: hello over the data channel"
+    ann, bob, cat, dan = await people([one.base_url, two.base_url], ["Ann", "Bob", "Cat", "Dan"])
+    try:
+        first, second = await ann.call(bob), await cat.call(dan)
+        heard = await asyncio.gather(talk(ann, bob, first, "one"), talk(cat, dan, second, "two"))
+        assert [h[-1] for h in heard] == ["caller got re: one", "caller got re: two"]
+        third = await cat.call(ann, "video")
+        assert len({first, second, third}) == 3
+        await ann.send(type="hang-up", call=first)
+        assert (await bob.next("call-ended"))["reason"] == "hung-up"
+    finally:
+        for socket in (ann, bob, cat, dan):
+            with contextlib.suppress(Exception):
+                await socket.close()

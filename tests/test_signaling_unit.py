@@ -1,7 +1,8 @@
-"""Call places (memory and real Redis), TURN credentials and the direct call pages."""
+"""The direct-call directory and its rules (memory and real Redis), TURN credentials, pages."""
 
 from __future__ import annotations
 
+import asyncio
 import base64
 import hashlib
 import hmac
@@ -11,53 +12,147 @@ import pytest
 from django.test import Client
 
 from rooms import services
-from signaling.calls import MemoryCalls, Peer, RedisCalls
+from signaling import protocol
+from signaling.calls import (
+    ACTIVE,
+    Call,
+    CallRefused,
+    End,
+    Limits,
+    MemoryDirectory,
+    RedisDirectory,
+    accept,
+    drop,
+    end,
+    expire_ringing,
+    relay_target,
+)
 from signaling.ice import ice_servers_for, turn_credentials
 
 
 @pytest.fixture(params=["memory", "redis"])
-def calls(request):
+def directory(request):
     if request.param == "memory":
-        return MemoryCalls(ttl=30)
+        return MemoryDirectory(ttl=30)
     redis_server = request.getfixturevalue("redis_server")
-    return RedisCalls(redis_server.url, ttl=30)
+    return RedisDirectory(redis_server.url, ttl=30)
 
 
-def peer(n: int, who: str | None = None) -> Peer:
-    return Peer(id=f"{n:016x}", channel=f"chan-{n}", who=who or f"g:{n}", name=f"P{n}")
+ROOM = 7
+LIMITS = Limits(max_pending=2, max_calls=3)
 
 
-async def test_two_places_then_full(calls):
-    key = f"parley:call:test-full-{id(calls)}:chat"
-    first = await calls.join(key, peer(1))
-    assert first.joined and first.other is None and first.evicted is None
-    second = await calls.join(key, peer(2))
-    assert second.joined and second.other == peer(1)
-    third = await calls.join(key, peer(3))
-    assert not third.joined
-    assert await calls.other(key, peer(1).id) == peer(2)
-    assert await calls.other(key, peer(3).id) is None
-    assert await calls.leave(key, peer(2).id) == peer(1)
-    assert await calls.leave(key, peer(2).id) is None  # already gone
-    assert (await calls.join(key, peer(3))).other == peer(1)
+def new_call(n: int, caller: str, callee: str, mode: str = "chat", room: int = ROOM) -> Call:
+    return Call(id=f"{n:016x}", room=room, mode=mode,
+                caller=End(caller, caller.upper(), f"chan-{caller}"),
+                callee=End(callee, callee.upper(), None))
 
 
-async def test_same_participant_takes_over_its_place(calls):
-    key = f"parley:call:test-evict-{id(calls)}:video"
-    await calls.join(key, peer(1))
-    await calls.join(key, peer(2, who="u:9"))
-    again = await calls.join(key, peer(3, who="u:9"))
-    assert again.joined and again.evicted == peer(2, who="u:9") and again.other == peer(1)
-    assert not await calls.refresh(key, peer(2, who="u:9"))  # the old connection lost it
-    assert await calls.refresh(key, peer(3, who="u:9"))
+async def refused(code: str, coroutine) -> None:
+    with pytest.raises(CallRefused) as caught:
+        await coroutine
+    assert caught.value.code == code
 
 
-async def test_expired_places_are_freed():
-    calls = MemoryCalls(ttl=-1)  # everything is already stale
-    await calls.join("k", peer(1))
-    await calls.join("k", peer(2))
-    result = await calls.join("k", peer(3))
-    assert result.joined and result.other is None
+async def test_presence_counts_connections(directory):
+    room = ROOM * 1000 + id(directory) % 1000
+    assert await directory.present(room, "pa") is None
+    await directory.arrive(room, "pa", "Ann", "tab-1")
+    await directory.arrive(room, "pa", "Ann", "tab-2")
+    assert await directory.present(room, "pa") == "Ann"
+    assert await directory.present(room + 1, "pa") is None  # another room
+    assert await directory.depart(room, "pa", "tab-1") == 1
+    assert await directory.depart(room, "pa", "tab-2") == 0
+    assert await directory.present(room, "pa") is None
+
+
+async def test_first_accept_wins_and_only_the_callee_accepts(directory):
+    call = new_call(1, "pa", "pb")
+    await directory.invite(call, LIMITS)
+    await refused(protocol.NOT_YOUR_CALL, accept(directory, call.id, ROOM, "pc", "chan-c"))
+    await refused(protocol.UNKNOWN_CALL, accept(directory, call.id, ROOM + 1, "pb", "chan-b"))
+    won = await accept(directory, call.id, ROOM, "pb", "chan-b1")
+    assert won.state == ACTIVE and won.callee.channel == "chan-b1"
+    await refused(protocol.NOT_RINGING, accept(directory, call.id, ROOM, "pb", "chan-b2"))
+    assert await expire_ringing(directory, call.id) is None  # accepted: no timeout
+    assert (await directory.get(call.id)) == won
+    # The tab that did not accept is not an end of the call.
+    with pytest.raises(CallRefused):
+        relay_target(won, call.id, ROOM, "chan-b2")
+    assert relay_target(won, call.id, ROOM, "chan-pa").channel == "chan-b1"
+    assert relay_target(won, call.id, ROOM, "chan-b1").channel == "chan-pa"
+    await refused(protocol.NOT_YOUR_CALL, end(directory, call.id, ROOM, "pb", "chan-b2", "hang-up"))
+    ended, reason = await end(directory, call.id, ROOM, "pb", "chan-b1", "hang-up")
+    assert reason == protocol.HUNG_UP and ended == won
+    assert await directory.get(call.id) is None
+
+
+@pytest.mark.parametrize(("who", "channel", "action", "reason"), [
+    ("pb", "chan-b", "decline", protocol.DECLINED),
+    ("pb", "chan-b", "hang-up", protocol.DECLINED),
+    ("pa", "chan-pa", "cancel", protocol.CANCELLED),
+    ("pa", "chan-pa", "hang-up", protocol.CANCELLED),
+])
+async def test_ending_a_ringing_call(directory, who, channel, action, reason):
+    call = new_call(2, "pa", "pb")
+    await directory.invite(call, LIMITS)
+    assert (await end(directory, call.id, ROOM, who, channel, action))[1] == reason
+    await refused(protocol.UNKNOWN_CALL, end(directory, call.id, ROOM, who, channel, action))
+
+
+async def test_only_the_inviting_tab_cancels_and_timeouts_end_ringing_calls(directory):
+    call = new_call(3, "pa", "pb")
+    await directory.invite(call, LIMITS)
+    await refused(protocol.NOT_YOUR_CALL,
+                  end(directory, call.id, ROOM, "pa", "other-tab", "cancel"))
+    await refused(protocol.NOT_YOUR_CALL, end(directory, call.id, ROOM, "pb", "chan-b", "cancel"))
+    assert await expire_ringing(directory, call.id) == call
+    assert await directory.get(call.id) is None
+    assert await drop(directory, call.id) is None
+
+
+async def test_limits(directory):
+    room = ROOM + 100 + id(directory) % 1000
+    calls = [new_call(10, "pa", "pb", room=room), new_call(11, "pa", "pc", room=room)]
+    for call in calls:
+        await directory.invite(call, LIMITS)
+    await refused(protocol.TOO_MANY_INVITES,
+                  directory.invite(new_call(12, "pa", "pd", room=room), LIMITS))
+    await refused(protocol.DUPLICATE_CALL,
+                  directory.invite(new_call(13, "pb", "pa", room=room), LIMITS))
+    await directory.invite(new_call(14, "pb", "pa", "video", room=room), LIMITS)
+    # Ann is in three calls now (two she rings, one ringing her): busy, and can call no one.
+    await refused(protocol.BUSY, directory.invite(new_call(15, "pe", "pa", room=room), LIMITS))
+    await accept(directory, calls[0].id, room, "pb", "chan-b")
+    await refused(protocol.TOO_MANY_CALLS,
+                  directory.invite(new_call(16, "pa", "pf", room=room), LIMITS))
+    await drop(directory, calls[1].id)  # a call that ended frees its place
+    await directory.invite(new_call(17, "pa", "pf", room=room), LIMITS)
+    assert {c.id for c in await directory.calls_of(room, "pa")} == {
+        calls[0].id, new_call(14, "pb", "pa").id, new_call(17, "pa", "pf").id}
+
+
+async def test_two_processes_never_both_accept(redis_server):
+    """Two directories on one Redis (two processes) race to accept: exactly one wins."""
+    one, two = RedisDirectory(redis_server.url, 30), RedisDirectory(redis_server.url, 30)
+    call = new_call(20, "pa", "pb", room=ROOM + 500)
+    await one.invite(call, LIMITS)
+    results = await asyncio.gather(
+        *(accept(d, call.id, call.room, "pb", f"tab-{n}") for n, d in enumerate([one, two] * 4)),
+        return_exceptions=True)
+    winners = [r for r in results if isinstance(r, Call)]
+    assert len(winners) == 1, results
+    assert all(isinstance(r, CallRefused) and r.code == protocol.NOT_RINGING
+               for r in results if r not in winners)
+    assert (await two.get(call.id)).callee.channel == winners[0].callee.channel
+
+
+def test_expired_entries_are_forgotten():
+    directory = MemoryDirectory(ttl=-1)  # everything is already stale
+    asyncio.run(directory.arrive(ROOM, "pa", "Ann", "tab"))
+    assert asyncio.run(directory.present(ROOM, "pa")) is None
+    asyncio.run(directory.invite(new_call(30, "pa", "pb"), LIMITS))
+    assert asyncio.run(directory.get(new_call(30, "pa", "pb").id)) is None
 
 
 def test_turn_credentials_follow_the_coturn_rest_convention():
@@ -81,6 +176,7 @@ def test_ice_servers_from_settings_with_turn(settings):
 
 @pytest.mark.django_db
 def test_direct_pages(client, settings):
+    """The stand-alone direct page (until the room page carries the direct partial)."""
     settings.TURN_SECRET, settings.TURN_URLS = "s3cret", ["turn:t.example.org"]
     room = services.create_room("Lounge", private=False)
     page = client.get(f"/rooms/{room.slug}/direct/video/")
@@ -90,8 +186,7 @@ def test_direct_pages(client, settings):
     )
     assert joined["Location"] == f"/rooms/{room.slug}/direct/video/"
     page = client.get(f"/rooms/{room.slug}/direct/video/").content.decode()
-    assert 'data-mode="video"' in page and 'id="ice-servers"' in page
-    assert "turn:t.example.org" in page
+    assert '<section id="direct"' in page and f'data-slug="{room.slug}"' in page
     assert client.get(f"/rooms/{room.slug}/direct/chat/").status_code == 200
     assert client.get(f"/rooms/{room.slug}/direct/fax/").status_code == 404
     ice = client.get(f"/rooms/{room.slug}/ice-servers/").json()

@@ -60,26 +60,35 @@ def relayed_pair(page, pc_expression: str, carried: str = "bytesReceived") -> di
 
 
 # Inbound video of the direct call's connection: frames decoded and their width.
-DIRECT_VIDEO = """async () => {
-  const pc = window.parleyCall && window.parleyCall.pc;
+DIRECT_PC = """[...window.parleyDirect.conversations.values()].find(c => c.mode === "video")?.pc"""
+DIRECT_VIDEO = f"""async () => {{
+  const pc = {DIRECT_PC};
   if (!pc) return false;
-  for (const r of (await pc.getStats()).values()) {
-    if (r.type === "inbound-rtp" && r.kind === "video") {
+  for (const r of (await pc.getStats()).values()) {{
+    if (r.type === "inbound-rtp" && r.kind === "video") {{
       return (r.framesDecoded || 0) > 10 && (r.frameWidth || 0) > 0
-        && document.getElementById("remote-video").videoWidth > 0;
-    }
-  }
+        && document.querySelector("video.direct-remote").videoWidth > 0;
+    }}
+  }}
   return false;
-}"""
+}}"""
 
 
 def direct_video_call(contexts, room_name: str) -> list:
-    """Ann and Bob (one page from each context) join a new room's direct video call."""
+    """Ann and Bob (one page from each context) on a new room's direct page: Ann calls Bob,
+    Bob accepts."""
     pages = [context.new_page() for context in contexts]
     room_path = create_room(pages[0], room_name)
     for page, name in zip(pages, ["Ann", "Bob"], strict=True):
         join_as_guest(page, f"{room_path}direct/video/", name)
+    ann, bob = pages
+    ann.get_by_role("button", name="Call Bob").click()
+    bob.get_by_role("button", name="Accept").click()
     return pages
+
+
+def direct_status(page):
+    return page.locator(".direct-video [data-field=status]")
 
 
 @pytest.mark.browser
@@ -92,10 +101,10 @@ def test_a_relay_only_direct_video_call_goes_through_coturn(
     contexts = [participant(chromium_browser, server.base_url) for _ in range(2)]
     try:
         for page in direct_video_call(contexts, "Relayed direct call"):
-            expect(page.locator("#call-status")).to_have_attribute(
+            expect(direct_status(page)).to_have_attribute(
                 "data-state", "connected", timeout=20000)
             poll_page(page, DIRECT_VIDEO)
-            pair = relayed_pair(page, "window.parleyCall.pc")
+            pair = relayed_pair(page, DIRECT_PC)
             assert pair["local"] == "relay", pair
             assert set(pair["gathered"]) == {"relay"}, pair
         members = set(coturn.allocating_identities())
@@ -331,18 +340,18 @@ def test_a_group_call_whose_turn_server_refuses_the_credentials_says_so_and_offe
 def test_a_direct_call_whose_turn_server_is_unreachable_says_so_on_both_sides(
         chromium_browser, daphne_factory):
     """Relay-only with a TURN URL nothing listens at (TCP, so Chromium learns at once): both
-    people see that the relay cannot be reached and a "Try again" button, not an endless
-    "Connecting to the other person…"."""
+    people see that the relay cannot be reached (and can hang up), not an endless
+    "Connecting…"."""
     closed = f"turn:127.0.0.1:{free_port()}?transport=tcp"
     server = daphne_factory(TURN_SECRET=TURN_SECRET, TURN_URLS=closed, ICE_SERVERS="[]",
                             ICE_TRANSPORT_POLICY="relay")
     contexts = [participant(chromium_browser, server.base_url) for _ in range(2)]
     try:
         for page in direct_video_call(contexts, "Unreachable relay"):
-            status = page.locator("#call-status")
+            status = direct_status(page)
             expect(status).to_have_attribute("data-state", "media-failed", timeout=20000)
             expect(status).to_contain_text(TURN_UNREACHABLE_TEXT)
-            expect(page.locator("#retry")).to_be_visible()
+            expect(page.get_by_role("button", name="Hang up")).to_be_visible()
     finally:
         for context in contexts:
             context.close()

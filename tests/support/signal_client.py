@@ -1,4 +1,4 @@
-"""A minimal signaling client over a real socket, for aiortc peers in tests."""
+"""A minimal signaling client over a real socket, for aiortc peers in tests and benches."""
 
 from __future__ import annotations
 
@@ -39,6 +39,26 @@ class SignalSocket:
                 event = json.loads(await self.socket.recv())
                 if kind is None or event["type"] == kind:
                     return event
+
+    @property
+    def id(self) -> str:
+        """This participant's public id (as in the room's presence)."""
+        return self.hello["you"]["id"]
+
+    async def invite(self, callee: SignalSocket, mode: str = "chat") -> str:
+        """Invite `callee`; returns the call id from `ringing`."""
+        await self.send(type="invite", to=callee.id, mode=mode)
+        return (await self.next("ringing"))["call"]
+
+    async def call(self, callee: SignalSocket, mode: str = "chat") -> str:
+        """Invite `callee` and have it accept; both have their `accepted` when this returns."""
+        call = await self.invite(callee, mode)
+        invite = await callee.next("invite")
+        assert invite["call"] == call, invite
+        await callee.send(type="accept", call=call)
+        assert (await callee.next("accepted"))["initiator"] is False
+        assert (await self.next("accepted"))["initiator"] is True
+        return call
 
     async def close(self) -> None:
         if self.socket is not None:
