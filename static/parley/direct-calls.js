@@ -618,8 +618,6 @@ export class DirectCalls {
       this.startIncoming(conv, message);
     } else if (message.kind === "file-end") {
       this.finishIncoming(conv, message.id);
-    } else if (message.kind === "file-abort" && conv.incoming && conv.incoming.id === message.id) {
-      this.failIncoming(conv, `${conv.peer.name} stopped sending “${conv.incoming.name}”.`);
     }
   }
 
