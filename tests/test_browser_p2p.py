@@ -127,6 +127,18 @@ def test_a_video_call_by_invitation_and_hanging_up_stops_the_camera(
             assert {state for _, state in tracks} == {"ended"}, tracks
         shot(ann, "video-3-caller-hung-up")
         shot(bob, "video-3-callee-after-hang-up")
+
+        # Leaving (the page's close(), as on navigating away) ends a call and its tracks too.
+        bob.get_by_role("button", name="Call Ann").click()
+        ann.get_by_role("button", name="Accept").click()
+        expect(panel(ann, "Call with Bob").last.get_by_role("status")).to_have_text(
+            "Connected (peer to peer)", timeout=20000)
+        bob.evaluate("window.parleyDirect.close()")
+        expect(panel(ann, "Call with Bob").last.get_by_role("status")).to_have_text(
+            "Bob hung up.")
+        for page in (ann, bob):
+            tracks = page.evaluate(LOCAL_TRACKS)
+            assert len(tracks) == 4 and {state for _, state in tracks} == {"ended"}, tracks
     finally:
         ann_context.close()
         bob_context.close()

@@ -86,6 +86,7 @@ export class DirectCalls {
     this.signaling = null;
     this.nextClientId = 1;
     this.noticeEl = container.querySelector("[data-direct-notice]");
+    this.noticeEl.tabIndex = -1;
     this.invitationsEl = container.querySelector("[data-direct-invitations]");
     this.conversationsEl = container.querySelector("[data-direct-conversations]");
     this.onPageHide = () => this.close();
@@ -234,10 +235,13 @@ export class DirectCalls {
     conv.peer = peer;
     conv.state = "connecting";
     conv.marks.accepted = performance.timeOrigin + performance.now();
+    const hadFocus = conv.invitationEl && conv.invitationEl.contains(document.activeElement);
     if (conv.invitationEl) conv.invitationEl.remove();
     conv.invitationEl = null;
     this.say("");
     this.openPanel(conv);
+    // Keyboard users answering or waiting land in the conversation, not at the page's top.
+    if (hadFocus) conv.panel.querySelector('[data-action="hang-up"]').focus();
     await this.startPeer(conv, initiator);
   }
 
@@ -451,8 +455,10 @@ export class DirectCalls {
     conv.channel = null;
     const text = endText(conv, reason);
     if (conv.invitationEl) {
+      const hadFocus = conv.invitationEl.contains(document.activeElement);
       conv.invitationEl.remove();
       conv.invitationEl = null;
+      if (hadFocus) this.noticeEl.focus(); // where the news is, not the page's top
     }
     if (!conv.panel) {
       this.conversations.delete(conv.id);
@@ -471,7 +477,6 @@ export class DirectCalls {
     const hadFocus = conv.panel.contains(document.activeElement);
     dismiss.hidden = false;
     if (hadFocus) dismiss.focus();
-    this.say(text);
   }
 
   dismiss(conv) {
