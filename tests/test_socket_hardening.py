@@ -18,7 +18,7 @@ from rooms.fanout import fanout_stats
 from rooms.models import Room
 from rooms.presence import presence_store
 from rooms.sockets import socket_stats
-from signaling.calls import call_key, call_store
+from signaling.calls import directory
 from tests.support.sockets import (
     close_db_connections,
     connected,
@@ -136,9 +136,9 @@ async def test_a_cancelled_consumer_still_leaves_presence_and_its_call_place():
     its heartbeat stops and what it held is given back."""
     room = await make_room()
     chat = await open_kind("rooms", room, "Ann")
-    signal = await open_kind("signal", room, "Ann")
-    await signal.send_json_to({"type": "join", "mode": "video"})
-    assert (await receive_type(signal, "waiting"))["mode"] == "video"
+    signal, signal_hello = await connected(room.slug, await guest_session_key(room, "Ann"),
+                                           kind="signal")
+    assert await directory().present(room.pk, signal_hello["you"]["id"]) == "Ann"
     assert [p.name for p in await presence_store().members(room.pk)] == ["Ann"]
     # The heartbeats run: the signaling socket's, and the room's for its chat sockets.
     assert (held()["tasks"], held()["room_heartbeats"]) == (1, 1)
@@ -149,7 +149,7 @@ async def test_a_cancelled_consumer_still_leaves_presence_and_its_call_place():
             await communicator.future
 
     assert await presence_store().members(room.pk) == []
-    assert await call_store().other(call_key(room.pk, "video"), "nobody") is None
+    assert await directory().present(room.pk, signal_hello["you"]["id"]) is None
 
 
 REALTIME_BAD_SESSIONS = [
