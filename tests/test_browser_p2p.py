@@ -139,6 +139,8 @@ def test_a_video_call_by_invitation_and_hanging_up_stops_the_camera(
         for page in (ann, bob):
             tracks = page.evaluate(LOCAL_TRACKS)
             assert len(tracks) == 4 and {state for _, state in tracks} == {"ended"}, tracks
+        ann.get_by_role("button", name="Close the call with Bob").first.click()
+        expect(panel(ann, "Call with Bob")).to_have_count(1)
     finally:
         ann_context.close()
         bob_context.close()

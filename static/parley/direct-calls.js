@@ -498,7 +498,8 @@ export class DirectCalls {
     panel.setAttribute("aria-labelledby", title.id);
     panel.querySelector('[data-action="hang-up"]').addEventListener("click", () => this.hangUp(conv));
     const dismiss = panel.querySelector('[data-action="dismiss"]');
-    dismiss.setAttribute("aria-label", `Close ${title.textContent.toLowerCase()}`);
+    dismiss.setAttribute("aria-label", conv.mode === "video"
+      ? `Close the call with ${conv.peer.name}` : `Close the chat with ${conv.peer.name}`);
     dismiss.addEventListener("click", () => this.dismiss(conv));
     if (conv.mode === "video") this.wireVideo(conv);
     else this.wireChat(conv);
