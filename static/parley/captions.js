@@ -8,11 +8,13 @@
 const HOLD_MS = 4000;
 
 export class CaptionBoard {
-  constructor(root, slug, { storage = window.localStorage } = {}) {
+  // `live`: where the live lines go when not inside `root` (the room page shows them under
+  // the call stage).
+  constructor(root, slug, { storage = window.localStorage, live = null } = {}) {
     this.root = root;
     this.slug = slug;
     this.storage = storage;
-    this.liveList = root.querySelector("[data-captions-live]");
+    this.liveList = (live || root).querySelector("[data-captions-live]");
     this.transcript = root.querySelector("[data-captions-transcript]");
     this.notice = root.querySelector("[data-captions-notice]");
     this.clearedKey = `parley.captions.cleared.${slug}`;
@@ -140,11 +142,20 @@ export class CaptionBoard {
 
   async copy() {
     const button = this.root.querySelector("[data-action=copy]");
+    const result = this.root.querySelector("[data-copy-result]");
+    let said;
     try {
       await navigator.clipboard.writeText(this.text());
       button.dataset.done = "copied";
+      said = "Copied to the clipboard";
     } catch {
       button.dataset.done = "failed";
+      said = "Could not copy: select the transcript and press Ctrl+C (⌘C)";
+    }
+    if (result) {
+      result.textContent = said;
+      clearTimeout(this.copyTimer);
+      this.copyTimer = setTimeout(() => { result.textContent = ""; }, 4000);
     }
   }
 

@@ -1,23 +1,31 @@
-// The room page: renders a RoomClient's chat, presence and connection status.
+// The room page, which is the meeting (issue #14): chat, "Here now" (with "Message <name>" and
+// "Call <name>"), the call stage (meeting-call.js), live captions under it and the transcript.
+// One RoomClient (chat, presence, captions, the assistant's events) for the page's life; the
+// call, the direct conversations and the assistant panel own their own sockets.
 import { RoomClient, MAX_TEXT_CHARS } from "./rooms-protocol.js";
 import { CaptionBoard } from "./captions.js";
 import { wireInviteLink } from "./invite-link.js";
+import { MeetingCall } from "./meeting-call.js";
+import { mountCaptionMic } from "./caption-mic.js";
+import { avatar, sharedNames, tagOf } from "./people.js";
 
 const root = document.getElementById("room");
+const slug = root.dataset.slug;
 const list = document.getElementById("messages");
 const presenceList = document.getElementById("presence");
+const presenceCount = document.getElementById("presence-count");
 const status = document.getElementById("status");
 const notice = document.getElementById("notice");
 const form = document.getElementById("send-form");
 const input = document.getElementById("send-text");
 
-const client = new RoomClient(root.dataset.slug);
+const client = new RoomClient(slug);
 window.parleyRoom = client; // for debugging and browser tests
 
 const STATE_LABELS = {
   connecting: () => "connecting",
   live: () => "live",
-  reconnecting: (s) => (s > 0 ? `reconnecting in ${s}s` : "reconnecting"),
+  reconnecting: (s) => (s > 0 ? `reconnecting in ${s} s` : "reconnecting"),
   offline: () => "offline",
 };
 
@@ -34,6 +42,7 @@ function messageItem({ seq, author, text, sent_at: sentAt }, pending = false) {
   who.textContent = author.name;
   const when = document.createElement("time");
   when.textContent = pending ? "sending…" : timeOf(sentAt);
+  if (!pending) when.dateTime = sentAt;
   const body = document.createElement("span");
   body.className = "text";
   body.textContent = text;
@@ -46,6 +55,7 @@ function scrollIfNear(el) {
 }
 
 let me = null;
+let direct = null; // DirectCalls, once its module has loaded
 
 client.addEventListener("hello", ({ detail }) => {
   me = detail.hello.you;
@@ -70,15 +80,56 @@ client.addEventListener("pending", ({ detail: { pending } }) => {
   }
 });
 
+// --- "Here now" -------------------------------------------------------------------------
+function actionButton(label, action) {
+  const button = document.createElement("button");
+  button.type = "button";
+  button.className = "link person-action";
+  button.textContent = label.split(" ")[0];
+  button.setAttribute("aria-label", label);
+  button.title = label;
+  button.addEventListener("click", action);
+  return button;
+}
+
+function personItem(person, shared) {
+  const li = document.createElement("li");
+  li.dataset.id = person.id;
+  const isMe = me && person.id === me.id;
+  const isAssistant = person.kind === "assistant";
+  li.append(avatar(person.name, person.id));
+  const name = document.createElement("span");
+  name.className = "name";
+  name.textContent = person.name;
+  li.append(name);
+  if (shared.has(String(person.name).toLocaleLowerCase())) {
+    const tag = document.createElement("span");
+    tag.className = "tag";
+    tag.textContent = tagOf(person.id);
+    tag.title = "Another person here has the same name";
+    li.append(tag);
+  }
+  if (isMe) li.append(Object.assign(document.createElement("span"),
+                                    { className: "hint", textContent: "(you)" }));
+  if (isAssistant) li.append(Object.assign(document.createElement("span"),
+                                           { className: "badge", textContent: "assistant" }));
+  if (!isMe && !isAssistant) {
+    const actions = document.createElement("span");
+    actions.className = "person-actions";
+    const who = { id: person.id, name: person.name };
+    actions.append(
+      actionButton(`Message ${person.name}`, () => direct?.message(who)),
+      actionButton(`Call ${person.name}`, () => direct?.call(who)),
+    );
+    li.append(actions);
+  }
+  return li;
+}
+
 client.addEventListener("presence", ({ detail: { participants } }) => {
-  presenceList.replaceChildren(
-    ...participants.map((p) => {
-      const li = document.createElement("li");
-      li.textContent = p.name + (me && p.id === me.id ? " (you)" : "");
-      li.dataset.id = p.id;
-      return li;
-    }),
-  );
+  const shared = sharedNames(participants);
+  presenceList.replaceChildren(...participants.map((p) => personItem(p, shared)));
+  presenceCount.textContent = `(${participants.length})`;
 });
 
 client.addEventListener("state", ({ detail: { state, retryInSeconds } }) => {
@@ -101,12 +152,38 @@ form.addEventListener("submit", (event) => {
   input.value = "";
 });
 
-const board = new CaptionBoard(document.getElementById("captions"), root.dataset.slug);
+// --- captions and the transcript ------------------------------------------------------------
+const board = new CaptionBoard(document.getElementById("captions"), slug,
+                               { live: document.getElementById("live-captions") });
 client.addEventListener("caption", ({ detail }) => board.onCaption(detail.caption));
 client.addEventListener("caption-error", ({ detail }) => board.onError(detail.error));
 board.loadRecent();
 
 client.start();
 
+// --- the call, direct conversations, the assistant ----------------------------------------
+const call = new MeetingCall(slug);
+window.parleyCall = call; // for debugging and browser tests
+call.start();
+if (new URLSearchParams(window.location.search).get("join") === "call") call.join();
+
+const csrfToken = document.querySelector("[name=csrfmiddlewaretoken]").value;
+window.parleyCaptions = { board, room: client, mic: mountCaptionMic(slug, csrfToken) };
+
 wireInviteLink(document.getElementById("copy-invite"), document.getElementById("invite-url"),
   document.getElementById("invite-copied"));
+
+// The direct conversations (signaling app) and the assistant (transcription app) are
+// loaded on their own: a failure in one never takes the room's chat down with it.
+import("./direct-calls.js").then(({ DirectCalls }) => {
+  direct = new DirectCalls({ slug, container: document.getElementById("direct") });
+  direct.start();
+  window.addEventListener("pagehide", () => direct.close());
+}).catch((error) => console.error("direct calls unavailable", error));
+
+const assistantRoot = document.getElementById("assistant");
+if (assistantRoot) {
+  import("./assistant-panel.js").then(({ mountAssistant }) => {
+    mountAssistant({ container: assistantRoot, roomClient: client, slug });
+  }).catch((error) => console.error("assistant panel unavailable", error));
+}

@@ -14,6 +14,7 @@ export const SfuError = Object.freeze({
   PUBLISH_FAILED: "publish_failed",
   ANSWER_FAILED: "answer_failed",
   SUBSCRIBE_LOST: "subscribe_lost",
+  NO_SCREEN_SECTION: "no_screen_section", // share {on: true} before publishing a screen section
 });
 // Server events asking the client to rebuild one of its two connections.
 export const SfuEvent = Object.freeze({

@@ -128,3 +128,12 @@ def poll_page(page, script: str, *, timeout: float = 20, interval_ms: int = 250)
         if time.monotonic() > deadline:
             raise AssertionError(f"timed out after {timeout}s; last value: {value!r}")
         page.wait_for_timeout(interval_ms)
+
+
+def launch_honouring_permissions(browser_type):
+    """A Chromium that asks for camera and microphone as a person's browser does (no
+    --use-fake-ui-for-media-stream): a context without those permissions is refused
+    (NotAllowedError), one with them gets the fake devices. Screen sharing needs the usual
+    browser (this one would wait on a picker)."""
+    args = [arg for arg in CHROMIUM_ARGS if arg != "--use-fake-ui-for-media-stream"]
+    return browser_type.launch(executable_path=CHROMIUM, headless=True, args=args)

@@ -1,0 +1,176 @@
+"""The room page is the meeting (issue #14): people join the group call from the room page in
+headless Chromium (fake devices), with camera and microphone or listening only, share a
+screen, switch devices, chat while in the call and leave with every local track stopped.
+Full-page screenshots of each step are kept under var/screenshots/meeting-*.png."""
+
+from __future__ import annotations
+
+import pytest
+from playwright.sync_api import expect
+
+from tests.support import servers
+from tests.support.chromium import (
+    create_room,
+    join_as_guest,
+    launch_honouring_permissions,
+    participant,
+    poll_page,
+)
+
+pytestmark = [pytest.mark.browser, pytest.mark.sfu]
+
+SHOTS = servers.ROOT / "var" / "screenshots"
+PHONE = {"width": 390, "height": 844}
+DESKTOP = {"width": 1280, "height": 860}
+
+# Per remote participant (by name) and source: video frames decoded and audio packets
+# received on the subscribe connection, mapped through the server's `participants`.
+REMOTE_MEDIA = """async () => {
+  const call = window.parleyCall;
+  if (!call.subscribePc) return {};
+  const byMid = {};
+  for (const r of (await call.subscribePc.getStats()).values()) {
+    if (r.type === "inbound-rtp") byMid[r.mid] = r;
+  }
+  const out = {};
+  for (const p of call.participants) {
+    if (p.you) continue;
+    out[p.name] = {
+      frames: (byMid[p.mids.video] || {}).framesDecoded || 0,
+      audio: (byMid[p.mids.audio] || {}).packetsReceived || 0,
+      screen: (byMid[p.mids.screen] || {}).framesDecoded || 0,
+    };
+  }
+  return out;
+}"""
+
+
+def media_of(page, name: str) -> dict:
+    return page.evaluate(f"async () => ((await ({REMOTE_MEDIA})())[{name!r}] || {{}})")
+
+
+def wait_for(page, name: str, check: str, timeout: float = 40) -> dict:
+    """Poll until `check` (a JS expression over `m`, that person's media) holds."""
+    return poll_page(page, f"""async () => {{
+        const m = (await ({REMOTE_MEDIA})())[{name!r}];
+        return m && ({check}) ? m : null;
+    }}""", timeout=timeout)
+
+
+def shot(page, step: str) -> None:
+    SHOTS.mkdir(parents=True, exist_ok=True)
+    width = page.viewport_size["width"]
+    page.screenshot(path=str(SHOTS / f"meeting-{step}-{width}.png"), full_page=True)
+
+
+def tile(page, name: str):
+    return page.get_by_role("group", name=name, exact=True)
+
+
+def test_a_meeting_on_the_room_page(chromium_browser, daphne_factory):
+    server = daphne_factory()
+    ann_context = participant(chromium_browser, server.base_url)
+    bob_context = participant(chromium_browser, server.base_url)
+    try:
+        ann, bob = ann_context.new_page(), bob_context.new_page()
+        for page in (ann, bob):
+            page.set_viewport_size(DESKTOP)
+        room = create_room(ann, "Design review")
+        join_as_guest(ann, room, "Ann")
+        join_as_guest(bob, room, "Bob")
+        # Pre-join: the camera preview runs before joining (permission already granted).
+        expect(ann.get_by_role("button", name="Camera")).to_have_attribute("aria-pressed", "true")
+        poll_page(ann, "() => document.getElementById('preview').videoWidth > 0")
+        expect(ann.locator("#camera-select option")).to_have_text(["fake_device_0"])
+        shot(ann, "1-prejoin")
+
+        ann.get_by_role("button", name="Join call").click()
+        bob.get_by_label("Listen only").check()
+        expect(bob.get_by_role("button", name="Microphone")).to_have_attribute(
+            "aria-pressed", "false")
+        bob.get_by_role("button", name="Join call").click()
+        for page in (ann, bob):
+            expect(page.locator("#call-status")).to_contain_text("2 people", timeout=30000)
+            expect(page.get_by_role("button", name="Leave call")).to_be_visible()
+        # The listener sees and hears Ann; Ann sees Bob's tile as initials, camera off.
+        wait_for(bob, "Ann", "m.frames > 10 && m.audio > 10")
+        expect(tile(bob, "Ann").locator("video")).to_have_count(1)
+        expect(tile(ann, "Bob")).to_have_attribute("data-video-muted", "true")
+        expect(tile(ann, "Bob")).to_contain_text("camera off")
+        expect(tile(ann, "Bob").locator(".avatar")).to_have_text("B")
+        expect(tile(bob, "Ann")).to_have_class("tile speaking", timeout=20000)
+        shot(bob, "2-listening")
+
+        # Chat stays live in the call.
+        bob.get_by_label("Message", exact=True).fill("Can everyone see the slides?")
+        bob.get_by_label("Message", exact=True).press("Enter")
+        expect(ann.locator("#messages")).to_contain_text("Can everyone see the slides?")
+
+        # Screen sharing reaches Bob as its own large tile, and stops.
+        ann.get_by_role("button", name="Share screen").click()
+        expect(ann.get_by_role("button", name="Share screen")).to_have_attribute(
+            "aria-pressed", "true")
+        screen = bob.get_by_role("region", name="Screen shared by Ann")
+        expect(screen).to_have_class("tile screen focus", timeout=30000)
+        wait_for(bob, "Ann", "m.screen > 5")
+        assert bob.evaluate("() => document.querySelector('.tile.screen video').videoWidth") \
+            == 1280
+        shot(bob, "3-screen")
+        ann.get_by_role("button", name="Share screen").click()
+        expect(screen).to_have_count(0, timeout=30000)
+
+        # Camera off turns the camera off (track ended), and Bob sees Ann's initials.
+        ann.keyboard.press("Control+e")
+        expect(ann.get_by_role("button", name="Camera")).to_have_attribute("aria-pressed", "false")
+        expect(tile(bob, "Ann")).to_have_attribute("data-video-muted", "true")
+        assert ann.evaluate("() => window.parleyCall.usedTracks.filter(t => t.kind === 'video')"
+                            ".every(t => t.readyState === 'ended')")
+        # Switching the microphone in the call changes the published track, no rejoin.
+        ann.locator("#devices > summary").click()
+        before = ann.evaluate("() => window.parleyCall.senders.audio.track.id")
+        options = ann.get_by_role("combobox", name="Microphone").locator("option")
+        expect(options).to_have_count(3)
+        ann.get_by_role("combobox", name="Microphone").select_option(index=2)
+        poll_page(ann, f"() => window.parleyCall.senders.audio.track.id !== {before!r}")
+        heard = media_of(bob, "Ann")["audio"]
+        wait_for(bob, "Ann", f"m.audio > {heard + 20}")
+        shot(ann, "4-camera-off")
+
+        ann.set_viewport_size(PHONE)
+        shot(ann, "5-phone")
+        assert ann.evaluate("() => document.documentElement.scrollWidth"
+                            " - document.documentElement.clientWidth") == 0
+        ann.set_viewport_size(DESKTOP)
+
+        # Leaving stops every local track the page started (camera light off).
+        ann.get_by_role("button", name="Leave call").click()
+        expect(ann.get_by_role("button", name="Join call")).to_be_visible()
+        states = ann.evaluate("() => window.parleyCall.usedTracks.map(t => t.readyState)")
+        assert len(states) >= 4 and set(states) == {"ended"}, states
+        expect(tile(bob, "Ann")).to_have_count(0, timeout=20000)
+        shot(ann, "6-left")
+    finally:
+        ann_context.close()
+        bob_context.close()
+
+
+def test_without_camera_permission_one_joins_listening_only_and_is_told(daphne_factory,
+                                                                         chromium_browser):
+    server = daphne_factory()
+    browser = launch_honouring_permissions(chromium_browser.browser_type)
+    try:
+        context = browser.new_context(base_url=server.base_url)  # no camera, no microphone
+        page = context.new_page()
+        room = create_room(page, "No devices")
+        join_as_guest(page, room, "Dee")
+        page.get_by_role("button", name="Join call").click()
+        expect(page.locator("#call-status")).to_contain_text("In the call", timeout=30000)
+        expect(page.locator("#device-notice")).to_contain_text("listening only")
+        expect(page.locator("#device-notice")).to_contain_text("permission")
+        for name in ("Microphone", "Camera"):
+            expect(page.get_by_role("button", name=name)).to_have_attribute("aria-pressed",
+                                                                            "false")
+        expect(tile(page, "Dee")).to_contain_text("muted, camera off")
+        shot(page, "denied")
+    finally:
+        browser.close()
