@@ -1,9 +1,9 @@
-"""Direct chat and direct video pages, and fresh ICE servers for them."""
+"""The old direct pages (a redirect to the room), the group call page, fresh ICE servers."""
 
 from __future__ import annotations
 
 from django.http import Http404, HttpRequest, JsonResponse
-from django.shortcuts import render
+from django.shortcuts import redirect
 from django.views.decorators.http import require_GET
 
 from rooms.views import enter_room
@@ -14,25 +14,21 @@ from .protocol import MODES
 
 @require_GET
 def direct(request: HttpRequest, slug: str, mode: str):
-    """The stand-alone direct page: the room's people with Message/Call, and the direct
-    partial (until the room page carries it)."""
+    """The old direct chat / direct video pages: direct conversations live on the room page
+    now (Message / Call <name> in "Here now"), so they send people there."""
     if mode not in MODES:
         raise Http404("No such call mode.")
-    room, participant, refusal = enter_room(request, slug)
-    if refusal is not None:
-        return refusal
-    return render(request, "signaling/direct.html", {"room": room, "participant": participant})
+    return redirect("room", slug=slug)
 
 
 @require_GET
 def group_call(request: HttpRequest, slug: str):
-    room, participant, refusal = enter_room(request, slug)
+    """The old group call page: a deep link into the room page, which joins the call
+    (issue #14: one room, one meeting)."""
+    room, _participant, refusal = enter_room(request, slug)
     if refusal is not None:
         return refusal
-    return render(request, "signaling/group_call.html", {
-        "room": room, "participant": participant,
-        "ice_servers": ice_servers_for(participant.public_id),
-    })
+    return redirect(f"{room.get_absolute_url()}?join=call")
 
 
 @require_GET

@@ -1,18 +1,19 @@
-"""Three headless Chromium participants in a group call through the SFU."""
+"""Three headless Chromium participants in a group call through the SFU, joined from the room
+page (the old /call/ link leads there and joins)."""
 
 from __future__ import annotations
 
 import pytest
 from playwright.sync_api import expect
 
-from tests.support.chromium import create_room, join_as_guest, participant, poll_page
+from tests.support.chromium import create_room, join_call_as_guest, participant, poll_page
 
 pytestmark = [pytest.mark.browser, pytest.mark.sfu]
 
 # Per remote participant (by name): video frames decoded and audio packets received, from the
 # subscribe connection's stats, mapped through the server's participants message.
 REMOTE_MEDIA = """async () => {
-  const call = window.parleyGroup;
+  const call = window.parleyCall;
   if (!call.subscribePc) return {};
   const byMid = {};
   for (const r of (await call.subscribePc.getStats()).values()) {
@@ -46,20 +47,20 @@ def test_three_people_see_and_hear_each_other_and_one_leaves(chromium_browser, d
         room_path = create_room(pages[0], "Group")
         names = ["Ann", "Bob", "Cat"]
         for page, name in zip(pages, names, strict=True):
-            join_as_guest(page, f"{room_path}call/", name)
+            join_call_as_guest(page, room_path, name)
         for page, name in zip(pages, names, strict=True):
             expect(page.locator("#call-status")).to_have_attribute("data-state", "live")
-            expect(page.locator("#grid .tile")).to_have_count(3, timeout=20000)
+            expect(page.locator("#tiles .tile:not(.screen)")).to_have_count(3, timeout=20000)
             wait_for_media(page, [n for n in names if n != name])
 
-        pages[1].click("#mute")
-        expect(pages[0].locator("#grid .tile", has_text="Bob")).to_have_attribute(
+        pages[1].get_by_role("button", name="Microphone").click()
+        expect(pages[0].get_by_role("group", name="Bob")).to_have_attribute(
             "data-audio-muted", "true")
 
         contexts[2].close()
         for page in pages[:2]:
-            expect(page.locator("#grid .tile")).to_have_count(2, timeout=20000)
-            expect(page.locator("#grid")).not_to_contain_text("Cat")
+            expect(page.locator("#tiles .tile:not(.screen)")).to_have_count(2, timeout=20000)
+            expect(page.locator("#tiles")).not_to_contain_text("Cat")
     finally:
         for context in contexts:
             context.close()
@@ -78,7 +79,7 @@ def test_three_people_over_two_processes_and_a_worker_process(
         room_path = create_room(pages[0], "Group over Redis")
         names = ["Ann", "Bob", "Cat"]
         for page, name in zip(pages, names, strict=True):
-            join_as_guest(page, f"{room_path}call/", name)
+            join_call_as_guest(page, room_path, name)
         for page, name in zip(pages, names, strict=True):
             wait_for_media(page, [n for n in names if n != name])
     finally:
@@ -100,14 +101,14 @@ def test_call_captions_come_from_the_worker_and_reach_everyone(
     try:
         bob = bob_context.new_page()
         room_path = create_room(bob, "Captioned call")
-        join_as_guest(bob, f"{room_path}call/", "Bob")
+        join_call_as_guest(bob, room_path, "Bob")
         expect(bob.locator("#call-status")).to_have_attribute("data-state", "live")
-        bob.click("#captions-toggle")
-        expect(bob.locator("#captions-toggle")).to_have_attribute("aria-pressed", "true")
+        bob.click("#toggle-captions")
+        expect(bob.locator("#toggle-captions")).to_have_attribute("aria-pressed", "true")
 
         ann = ann_context.new_page()  # her microphone starts speaking as she joins
-        join_as_guest(ann, f"{room_path}call/", "Ann")
-        expect(ann.locator("#captions-toggle")).to_have_attribute("aria-pressed", "true")
+        join_call_as_guest(ann, room_path, "Ann")
+        expect(ann.locator("#toggle-captions")).to_have_attribute("aria-pressed", "true")
         for page in (bob, ann):
             annes = page.locator("#captions [data-captions-transcript] li").filter(
                 has=page.locator(".author", has_text="Ann"))
@@ -117,8 +118,8 @@ def test_call_captions_come_from_the_worker_and_reach_everyone(
         stored = bob.request.get(f"{room_path}transcript.json").json()["segments"]
         assert [s["text"] for s in stored if s["speaker"]["name"] == "Ann"] == shown
 
-        bob.click("#captions-toggle")
-        expect(ann.locator("#captions-toggle")).to_have_attribute("aria-pressed", "false")
+        bob.click("#toggle-captions")
+        expect(ann.locator("#toggle-captions")).to_have_attribute("aria-pressed", "false")
     finally:
         ann_context.close()
         bob_context.close()

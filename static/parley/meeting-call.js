@@ -71,6 +71,8 @@ export class MeetingCall {
     this.joinTimer = null;
     this.statsTimer = null;
     this.republished = false;
+    this.mediaFailed = false;
+    this.joinedOnServer = false;
     this.wire();
   }
 
@@ -166,7 +168,16 @@ export class MeetingCall {
     this.render();
   }
 
-  async startPreview() {
+  // One acquisition at a time: the page's start and an immediate join (?join=call) must not
+  // both open a microphone (the second would never be stopped).
+  startPreview() {
+    if (!this.previewing) {
+      this.previewing = this.acquirePreview().finally(() => { this.previewing = null; });
+    }
+    return this.previewing;
+  }
+
+  async acquirePreview() {
     if (this.listenOnlyBox.checked) return;
     await Promise.all(["audio", "video"].map(async (kind) => {
       if (this.want[kind] && !this.local[kind]) this.local[kind] = await this.acquire(kind);
@@ -273,6 +284,7 @@ export class MeetingCall {
   // --- joining and leaving ----------------------------------------------------------------
   async join() {
     this.phase = "joining";
+    this.mediaFailed = false;
     this.republished = false;
     this.buttons.join.hidden = true;
     this.setStatus("joining", "Joining…");
@@ -296,6 +308,10 @@ export class MeetingCall {
 
   async sendJoin() {
     this.closeConnections();
+    // A retry while the server still has us (media failed): leave first, or the join is
+    // refused (already_joined).
+    if (this.joinedOnServer) this.send({ type: "leave" });
+    this.joinedOnServer = false;
     this.send({ type: "join" });
     this.newSubscribeConnection();
     if (this.local.audio || this.local.video || this.local.screen) await this.publishFresh();
@@ -304,6 +320,7 @@ export class MeetingCall {
 
   leave() {
     this.send({ type: "leave" });
+    this.joinedOnServer = false;
     this.closeConnections();
     this.stopLocalTracks();
     this.phase = "left";
@@ -317,7 +334,6 @@ export class MeetingCall {
     this.phase = "failed";
     this.closeConnections();
     this.setStatus("failed", text);
-    this.buttons.join.textContent = "Join call";
     this.render();
   }
 
@@ -336,6 +352,7 @@ export class MeetingCall {
       case "socket":
         if (event.state === "connecting") return;
         this.hello = null;
+        this.joinedOnServer = false;
         this.closeConnections();
         if (event.retryInSeconds === null) {
           this.phase = "failed";
@@ -354,6 +371,7 @@ export class MeetingCall {
         if (this.phase === "joining" || this.phase === "in-call") await this.sendJoin();
         return;
       case "joined":
+        this.joinedOnServer = true;
         clearTimeout(this.joinTimer);
         if (this.phase === "joining") {
           this.phase = "in-call";
@@ -375,6 +393,7 @@ export class MeetingCall {
         this.render();
         return;
       case "worker-lost":
+        this.joinedOnServer = false;
         this.closeConnections();
         if (this.phase === "in-call" || this.phase === "joining") {
           this.phase = "joining";
@@ -428,9 +447,14 @@ export class MeetingCall {
                                        bundlePolicy: "max-bundle" });
     pc.stopIceWatch = watchIce(pc, {
       relayOnly: this.iceTransportPolicy === "relay",
+      // Either connection failing to carry media is said plainly, with a retry (a fresh
+      // join); if it connects after all, the retry goes away.
       onProblem: (problem) => {
+        if (pc !== this.publishPc && pc !== this.subscribePc) return;
+        this.mediaFailed = Boolean(problem);
         if (problem) this.setStatus("media-failed", iceProblemMessage(problem));
         else if (this.phase === "in-call") this.setStatus("live", "In the call");
+        this.render();
       },
     });
     pc.onicecandidate = ({ candidate }) => {
@@ -654,7 +678,8 @@ export class MeetingCall {
     this.stage.dataset.phase = inCall ? "call" : "prejoin";
     el("prejoin").hidden = inCall;
     el("call-area").hidden = !inCall;
-    b.join.hidden = inCall;
+    b.join.hidden = inCall && !this.mediaFailed;
+    b.join.textContent = this.mediaFailed || this.phase === "failed" ? "Try again" : "Join call";
     b.leave.hidden = !inCall;
     b.screen.hidden = !inCall;
     b.captions.hidden = !inCall;

@@ -137,3 +137,12 @@ def launch_honouring_permissions(browser_type):
     browser (this one would wait on a picker)."""
     args = [arg for arg in CHROMIUM_ARGS if arg != "--use-fake-ui-for-media-stream"]
     return browser_type.launch(executable_path=CHROMIUM, headless=True, args=args)
+
+
+def join_call_as_guest(page, room_path: str, name: str) -> None:
+    """Open the old group call link (a deep link into the room page that joins the call) and
+    pass the join form; the page then joins the call by itself."""
+    page.goto(f"{room_path}call/")
+    page.fill("#join-form input[name=name]", name)
+    page.click("#join-form button[type=submit]")
+    page.wait_for_url(f"**{room_path}?join=call")
