@@ -1,7 +1,7 @@
 """Direct-call set-up time in headless Chromium on loopback.
 
-For each call, Ann and Bob open the room's direct page; Ann invites Bob ("Message Bob" or
-"Call Bob") and Bob accepts. Measured from the moment Bob's page hears its `accepted` (the
+For each call, Ann and Bob open the room page; Ann invites Bob from "Here now" ("Message Bob"
+or "Call Bob") and Bob accepts. Measured from the moment Bob's page hears its `accepted` (the
 server took the acceptance) to:
 - the data channel open on both sides (direct chat), and
 - the first decoded remote video frame on both sides (direct video, `loadeddata`).
@@ -37,7 +37,7 @@ def percentile(values: list[float], q: float) -> float:
 def one_call(browser, ann_url: str, bob_url: str, slug: str, mode: str) -> float:
     """Milliseconds from Bob's acceptance to the later side's data channel open / first frame."""
     target = "channelOpen" if mode == "chat" else "firstFrame"
-    path = f"/rooms/{slug}/direct/{mode}/"
+    path = f"/rooms/{slug}/"
     contexts = [participant(browser, ann_url), participant(browser, bob_url)]
     try:
         ann, bob = (context.new_page() for context in contexts)

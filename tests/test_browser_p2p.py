@@ -1,6 +1,6 @@
-"""Direct messages and 1:1 calls by invitation between headless Chromium pages (fake camera,
-WebRTC on loopback), each person in a browser context of their own. Full-page screenshots of
-each step go to var/screenshots/direct-*.png."""
+"""Direct messages and 1:1 calls by invitation from the room page's "Here now", between
+headless Chromium pages (fake camera, WebRTC on loopback), each person in a browser context of
+their own. Full-page screenshots of each step go to var/screenshots/direct-*.png."""
 
 from __future__ import annotations
 
@@ -52,11 +52,11 @@ def new_room(browser, base_url: str, name: str) -> str:
 
 
 def person(browser, base_url: str, slug: str, name: str, **context_options):
-    """A context of its own on the direct page, once the signaling socket said hello."""
+    """A context of its own on the room page, once its signaling socket said hello."""
     context = browser.new_context(base_url=base_url, permissions=["camera", "microphone"],
                                   **context_options)
     page = context.new_page()
-    join_as_guest(page, f"/rooms/{slug}/direct/chat/", name)
+    join_as_guest(page, f"/rooms/{slug}/", name)
     page.wait_for_function("() => window.parleyDirect && window.parleyDirect.me")
     return context, page
 

@@ -175,23 +175,19 @@ def test_ice_servers_from_settings_with_turn(settings):
 
 
 @pytest.mark.django_db
-def test_direct_pages(client, settings):
-    """The stand-alone direct page (until the room page carries the direct partial)."""
+def test_old_direct_pages_go_to_the_room_and_ice_servers_are_for_members(client, settings):
     settings.TURN_SECRET, settings.TURN_URLS = "s3cret", ["turn:t.example.org"]
     room = services.create_room("Lounge", private=False)
-    page = client.get(f"/rooms/{room.slug}/direct/video/")
-    assert b'id="join-form"' in page.content
-    joined = client.post(
-        f"/rooms/{room.slug}/join/", {"name": "Ann", "next": f"/rooms/{room.slug}/direct/video/"}
-    )
-    assert joined["Location"] == f"/rooms/{room.slug}/direct/video/"
-    page = client.get(f"/rooms/{room.slug}/direct/video/").content.decode()
-    assert '<section id="direct"' in page and f'data-slug="{room.slug}"' in page
-    assert client.get(f"/rooms/{room.slug}/direct/chat/").status_code == 200
+    for mode in ("chat", "video"):
+        page = client.get(f"/rooms/{room.slug}/direct/{mode}/")
+        assert (page.status_code, page["Location"]) == (302, f"/rooms/{room.slug}/")
     assert client.get(f"/rooms/{room.slug}/direct/fax/").status_code == 404
+    assert Client().get(f"/rooms/{room.slug}/ice-servers/").status_code == 403
+    client.post(f"/rooms/{room.slug}/join/", {"name": "Ann"})
     ice = client.get(f"/rooms/{room.slug}/ice-servers/").json()
     assert ice["iceServers"][0]["username"].count(":") == 1
-    assert Client().get(f"/rooms/{room.slug}/ice-servers/").status_code == 403
+    page = client.get(f"/rooms/{room.slug}/").content.decode()
+    assert '<section id="direct"' in page and f'data-slug="{room.slug}"' in page
 
 
 @pytest.mark.django_db
