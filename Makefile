@@ -13,6 +13,9 @@ APT_INSTALL := DEBIAN_FRONTEND=noninteractive $(SUDO) apt-get install -y --no-in
 # nginx and coturn (deploy/'s nginx site over TLS before two daphne processes, and its coturn
 # settings, tested as shipped).
 
+# axe-core, injected into pages by the accessibility browser tests, from the npm registry.
+AXE := tests/js/node_modules/axe-core/axe.min.js
+
 .PHONY: run test install install-dev system-deps test-system-deps lint bench clean
 
 # The embedded demo: without SECRET_KEY, PARLEY_DEMO=1 has Parley generate one and keep it in
@@ -23,7 +26,7 @@ run: install
 	$(BIN)/python manage.py collectstatic --noinput -v0
 	$(BIN)/daphne -b $(HOST) -p $(PORT) project.asgi:application
 
-test: test-system-deps install-dev
+test: test-system-deps install-dev $(AXE)
 	$(BIN)/ruff check .
 	$(BIN)/python -m pytest $(PYTEST_ARGS)
 
@@ -57,6 +60,7 @@ test-system-deps: system-deps
 	command -v espeak-ng >/dev/null || missing="$$missing espeak-ng"; \
 	command -v sox >/dev/null || missing="$$missing sox"; \
 	[ -x /usr/sbin/nginx ] || missing="$$missing nginx"; \
+	command -v npm >/dev/null || missing="$$missing npm"; \
 	command -v turnserver >/dev/null || missing="$$missing coturn"; \
 	if [ -n "$$missing" ]; then \
 		echo "installing system packages:$$missing"; \
@@ -75,5 +79,9 @@ $(VENV)/.installed-dev: requirements.txt requirements-dev.txt | $(BIN)/python
 	$(BIN)/pip install -q -r requirements-dev.txt
 	touch $@ $(VENV)/.installed
 
+$(AXE): tests/js/package.json tests/js/package-lock.json
+	cd tests/js && npm ci --no-audit --no-fund --silent
+	touch $@
+
 clean:
-	rm -rf $(VENV) var .pytest_cache
+	rm -rf $(VENV) var .pytest_cache tests/js/node_modules

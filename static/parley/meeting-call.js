@@ -373,6 +373,9 @@ export class MeetingCall {
       case "joined":
         this.joinedOnServer = true;
         clearTimeout(this.joinTimer);
+        // Again once the worker has us: a mute sent with the join may have reached the
+        // socket before it had a worker to pass it to (not_joined).
+        this.sendMute();
         if (this.phase === "joining") {
           this.phase = "in-call";
           this.setStatus("live", "In the call");
