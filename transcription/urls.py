@@ -17,4 +17,5 @@ urlpatterns = [
     path("rooms/<slug:slug>/assistant/remove", views.assistant_remove,
          name="assistant_remove"),
     path("rooms/<slug:slug>/assistant/page", views.assistant_page, name="assistant_page"),
+    path("rooms/<slug:slug>/assistant/voice", views.assistant_voice, name="assistant_voice"),
 ]

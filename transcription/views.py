@@ -253,3 +253,19 @@ def assistant_page(request: HttpRequest, slug: str):
     if refusal is not None:
         return refusal
     return render(request, "transcription/assistant_page.html", {"room": room})
+
+
+@require_POST
+async def assistant_voice(request: HttpRequest, slug: str):
+    """`{"on": true|false}`: the assistant joins (or leaves) the room's group call (202)."""
+    room, _participant, refusal = await _assistant_member(request, slug)
+    if refusal is not None:
+        return refusal
+    try:
+        on = json.loads(request.body or b"{}").get("on")
+    except (ValueError, AttributeError):
+        on = None
+    if not isinstance(on, bool):
+        return _error(400, "invalid_field", "Send {\"on\": true} or {\"on\": false}.")
+    status, body = await assistant_manager.voice(room, on)
+    return JsonResponse(body, status=status)

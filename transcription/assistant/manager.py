@@ -94,6 +94,19 @@ async def remove(room: Room, by: Participant) -> tuple[int, dict]:
     return 200, {"available": available(), "present": False}
 
 
+async def voice(room: Room, on: bool) -> tuple[int, dict]:
+    """Bring the assistant into the room's group call (or out of it), wherever it runs."""
+    session = local_session(room.pk)
+    if session is not None:
+        session.set_voice(on)
+    elif await leases().holder(room.pk) is not None:
+        await room_fanout().publish(room.pk, [{"type": protocol.VOICE, "on": on}])
+    else:
+        return 409, {"error": {"code": "assistant_absent",
+                               "message": "Invite the assistant first."}}
+    return 202, {"voice": on}
+
+
 async def stop_all() -> None:
     """End every session of this loop (server shutdown, tests)."""
     loop_id = id(asyncio.get_running_loop())

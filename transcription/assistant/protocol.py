@@ -17,6 +17,7 @@ DELTA = "assistant.delta"
 DONE = "assistant.done"
 TOOL = "assistant.tool"
 ERROR = "assistant.error"
+VOICE = "assistant.voice"  # {on}: join or leave the group call (asked in any process)
 
 # assistant.state states.
 JOINING = "joining"
@@ -39,6 +40,7 @@ BUDGET_EXHAUSTED = "assistant_budget_exhausted"
 RATE_LIMITED = "assistant_rate_limited"
 BUSY = "assistant_busy"
 ANSWER_FAILED = "assistant_answer_failed"
+VOICE_FAILED = "assistant_voice_failed"  # it could not join the group call
 
 # A chat message addressed to the assistant starts with this (any case).
 MENTION = "@assistant"

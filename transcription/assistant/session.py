@@ -20,6 +20,7 @@ Partial text is never stored.
 from __future__ import annotations
 
 import asyncio
+import base64
 import contextlib
 import contextvars
 import json
@@ -27,6 +28,7 @@ import logging
 import time
 from collections import deque
 from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from channels.db import database_sync_to_async
@@ -41,14 +43,17 @@ from rooms.identity import Participant, public_id_for
 from rooms.models import Room
 from rooms.presence import Present, presence_store
 
+from ..captions import broadcast_caption, store_segment
 from ..engines import (
     UPSTREAM_AUTH_FAILED,
     UPSTREAM_LOST,
     UPSTREAM_QUOTA,
     UPSTREAM_UNAVAILABLE,
 )
+from ..models import CaptionSegment
 from . import budget, protocol, tools
 from .lease import leases
+from .voice import CallVoice
 
 log = logging.getLogger(__name__)
 
@@ -93,6 +98,8 @@ class Answer:
     rounds: int = 0
     sent_at: float = 0.0  # last assistant.delta
     sent_text: str = ""
+    voice: bool = False  # a spoken turn in the call: captions, not a chat message
+    spoke: bool = False  # its audio has started playing
 
 
 @dataclass(eq=False)
@@ -124,6 +131,7 @@ class AssistantSession:
         self.empty_since: float | None = None
         self.task: asyncio.Task | None = None
         self.subtasks: set[asyncio.Task] = set()
+        self.voice: CallVoice | None = None  # while it is in the room's group call
         self.client = client()
 
     # Lifetime
@@ -142,7 +150,8 @@ class AssistantSession:
     def tasks(self) -> list[asyncio.Task]:
         """Every task this session holds (tests check that none outlives it)."""
         own = [self.task] if self.task is not None else []
-        return own + [t for t in self.subtasks if not t.done()]
+        voice = list(self.voice.tasks) if self.voice is not None else []
+        return own + [t for t in (*self.subtasks, *voice) if not t.done()]
 
     async def run(self) -> None:
         fanout = room_fanout()
@@ -186,6 +195,9 @@ class AssistantSession:
         for task in list(self.subtasks):
             with contextlib.suppress(asyncio.CancelledError, Exception):
                 await task
+        if self.voice is not None:
+            voice, self.voice = self.voice, None
+            await voice.close()
         if self.connection is not None:
             await self._close(self.connection)
             self.connection = None
@@ -224,6 +236,10 @@ class AssistantSession:
                 question = protocol.addressed(event.get("text", ""))
                 if question is not None:
                     self.inbox.put_nowait(("question", Question(event["author"], question)))
+            elif '"assistant.voice"' in text:
+                event = json.loads(text)
+                if event.get("type") == protocol.VOICE and isinstance(event.get("on"), bool):
+                    self.set_voice(event["on"])
             elif '"assistant.state"' in text and f'"{protocol.LEAVING}"' in text:
                 if json.loads(text).get("state") == protocol.LEAVING:
                     self.stop(protocol.REMOVED)
@@ -269,12 +285,21 @@ class AssistantSession:
         return connection
 
     def session_config(self) -> dict:
+        """Text out, no turn detection; in the call (voice), audio out (with its
+        transcript) and server VAD on the call's mixed audio, which starts an answer when
+        someone stops speaking and cancels it when someone speaks over it."""
         limits = settings.ASSISTANT
         instructions = limits["INSTRUCTIONS"] or DEFAULT_INSTRUCTIONS.format(
             room=self.room.name)
-        return {"type": "realtime", "output_modalities": ["text"],
+        voice = self.voice is not None
+        turns = {"type": "server_vad", "create_response": True,
+                 "interrupt_response": True} if voice else None
+        return {"type": "realtime", "output_modalities": ["audio" if voice else "text"],
                 "instructions": instructions, "tools": tools.specs(), "tool_choice": "auto",
-                "audio": {"output": {"voice": limits["VOICE"]}}}
+                "audio": {"input": {"format": {"type": "audio/pcm", "rate": 24000},
+                                    "turn_detection": turns},
+                          "output": {"format": {"type": "audio/pcm", "rate": 24000},
+                                     "voice": limits["VOICE"]}}}
 
     async def _read(self, connection: Connection) -> None:
         try:
@@ -326,6 +351,10 @@ class AssistantSession:
                 await self._lost(item[1])
             elif kind == "tick":
                 await self._tick()
+            elif kind == "audio":
+                await self._listen(item[1])
+            elif kind == "voice":
+                await self._set_voice(item[1])
 
     async def _question(self, question: Question) -> None:
         if not self.bucket.allow():
@@ -363,8 +392,85 @@ class AssistantSession:
             return
         await self._send(lambda sdk: sdk.response.create())
 
+    # Voice (the group call)
+
+    def set_voice(self, on: bool) -> None:
+        """Ask the session to join (or leave) the room's group call."""
+        self.inbox.put_nowait(("voice", on))
+
+    async def _set_voice(self, on: bool) -> None:
+        if on == (self.voice is not None):
+            return
+        if on:
+            voice = CallVoice(self.room.pk, lambda pcm: self.inbox.put_nowait(("audio", pcm)))
+            try:
+                await voice.start()
+            except Exception as error:
+                log.warning("the assistant could not join the call", exc_info=True)
+                await voice.close()
+                await self._broadcast(protocol.error_event(
+                    protocol.VOICE_FAILED, f"The assistant could not join the call ({error})."))
+                return
+            self.voice = voice
+        else:
+            voice, self.voice = self.voice, None
+            await voice.close()
+        await self._send(lambda sdk: sdk.session.update(session=self.session_config()))
+        await self._broadcast(protocol.state_event(
+            protocol.LISTENING, invited_by=self.inviter_public, voice=self.voice is not None))
+
+    async def _listen(self, pcm: bytes) -> None:
+        """The call's mixed audio, to the upstream input buffer (raw: a typed append
+        validates every chunk)."""
+        connection = self.connection
+        if connection is None or self.voice is None:
+            return  # reconnecting: this audio is not heard
+        frame = json.dumps({"type": "input_audio_buffer.append",
+                            "audio": base64.b64encode(pcm).decode("ascii")})
+        try:
+            await connection.sdk.send_raw(frame)
+        except ConnectionClosed:
+            await self._lost(connection)
+
+    async def _voice_turn(self, event: dict) -> bool:
+        """Events of spoken turns; True when handled."""
+        kind = event["type"]
+        answer = self.answer
+        if kind == "input_audio_buffer.speech_started":
+            if self.voice is not None and (self.voice.voice.speaking or (
+                    answer is not None and answer.voice)):
+                self.voice.hush()  # stop at once; the API cancels the response itself
+            return True
+        if kind == "response.created" and answer is None and self.voice is not None:
+            # Server VAD started an answer to what was said in the call.
+            if not self.bucket.allow() or not await database_sync_to_async(
+                    budget.within_budget)(self.room.pk):
+                await self._send(lambda sdk: sdk.response.cancel())
+                await database_sync_to_async(budget.count)(self.room.pk, refused=1)
+                await self._broadcast(protocol.error_event(
+                    protocol.BUDGET_EXHAUSTED, "The assistant's answer rate or today's token "
+                    "budget is used up; it does not answer now."))
+                return True
+            self.answer = Answer(Question({"id": "", "name": "call"}, "(spoken)"),
+                                 response_id=(event.get("response") or {}).get("id"),
+                                 voice=True)
+            await self._broadcast(protocol.state_event(
+                protocol.THINKING, invited_by=self.inviter_public, voice=True))
+            return True
+        if kind == "response.output_audio.delta" and answer is not None:
+            if self.voice is not None:
+                self.voice.speak(base64.b64decode(event.get("delta", "")))
+                if not answer.spoke:
+                    answer.spoke = True
+                    await self._broadcast(protocol.state_event(
+                        protocol.SPEAKING, invited_by=self.inviter_public, voice=True))
+            return True
+        return False
+
     async def _upstream(self, event: dict) -> None:
         kind = event["type"]
+        if await self._voice_turn(event):
+            return
         answer = self.answer
         if kind == "error":
             await self._upstream_error(event.get("error") or {})
@@ -385,6 +491,11 @@ class AssistantSession:
     async def _send_delta(self, answer: Answer) -> None:
         if answer.text != answer.sent_text:
             answer.sent_at, answer.sent_text = time.monotonic(), answer.text
+            if answer.voice:  # a spoken answer is the assistant's captions
+                await broadcast_caption(self.room.pk, protocol.ASSISTANT_KEY,
+                                        protocol.ASSISTANT_NAME, answer.response_id or "",
+                                        None, answer.text, final=False)
+                return
             await self._broadcast({"type": protocol.DELTA, "response_id": answer.response_id,
                                    "text": answer.text})
 
@@ -402,6 +513,9 @@ class AssistantSession:
                                       f"The answer could not be completed ({reason})."))
             return
         if status == "cancelled":
+            if answer.voice:  # someone spoke over it: what was said stays as said
+                await self._finish()
+                return
             await self._finish(error=(protocol.ANSWER_FAILED, "The answer was cancelled."))
             return
         if answer.calls:
@@ -434,6 +548,8 @@ class AssistantSession:
         text = answer.text.strip()[:settings.PARLEY["MAX_TEXT_CHARS"]]
         if error is not None:
             await self._broadcast(protocol.error_event(*error))
+        elif answer.voice:
+            await self._finish_spoken(answer, text)
         elif text:
             client_id = f"assistant-{answer.response_id or int(time.time() * 1000)}"[:64]
             try:
@@ -452,12 +568,29 @@ class AssistantSession:
         if self.waiting:
             await self._begin(self.waiting.popleft())
 
+    async def _finish_spoken(self, answer: Answer, text: str) -> None:
+        """A spoken answer ends as the assistant's final caption, stored like anyone's."""
+        item = answer.response_id or f"assistant-{int(time.time() * 1000)}"
+        if text:
+            now = datetime.now(UTC)
+            try:
+                await store_segment(self.room.pk, protocol.ASSISTANT_KEY,
+                                    protocol.ASSISTANT_NAME, item, None, text,
+                                    now - timedelta(seconds=time.monotonic() - answer.started),
+                                    now, CaptionSegment.Engine.OPENAI)
+            except Exception:
+                log.exception("storing the assistant's spoken answer failed")
+        await broadcast_caption(self.room.pk, protocol.ASSISTANT_KEY, protocol.ASSISTANT_NAME,
+                                item, None, text, final=True)
+
     async def _upstream_error(self, error: dict) -> None:
         code = error.get("code")
         if code in AUTH_CODES:
             raise SessionFailed(UPSTREAM_AUTH_FAILED, "OpenAI refused the server's API key.")
         if code in QUOTA_CODES or error.get("type") == "insufficient_quota":
             raise SessionFailed(UPSTREAM_QUOTA, "OpenAI's quota is exhausted.")
+        if code == "response_cancel_not_active":
+            return  # the API had already cancelled it (speech over the answer)
         if code == "session_expired":
             await self._rotate(force=True)
             return
