@@ -174,3 +174,51 @@ def test_without_camera_permission_one_joins_listening_only_and_is_told(daphne_f
         shot(page, "denied")
     finally:
         browser.close()
+
+
+# The page's direct video call: frames of the other side decoded (direct-calls.js).
+DIRECT_FRAMES = """async () => {
+  const conv = [...window.parleyDirect.conversations.values()].find(c => c.mode === "video");
+  if (!conv || !conv.pc) return 0;
+  for (const r of (await conv.pc.getStats()).values()) {
+    if (r.type === "inbound-rtp" && r.kind === "video") return r.framesDecoded || 0;
+  }
+  return 0;
+}"""
+
+
+def test_a_direct_call_by_invitation_while_the_group_call_runs(chromium_browser, daphne_factory):
+    """Ann and Bob are in the room's group call; Cat calls Ann from "Here now"; Ann accepts.
+    The 1:1 call carries video both ways while Ann still sees and hears Bob in the group call;
+    when it ends, the group call goes on."""
+    server = daphne_factory()
+    contexts = [participant(chromium_browser, server.base_url) for _ in range(3)]
+    try:
+        ann, bob, cat = (context.new_page() for context in contexts)
+        room = create_room(ann, "Busy room")
+        for page, name in ((ann, "Ann"), (bob, "Bob"), (cat, "Cat")):
+            join_as_guest(page, room, name)
+        for page in (ann, bob):
+            page.get_by_role("button", name="Join call").click()
+        for page in (ann, bob):
+            expect(page.locator("#call-status")).to_contain_text("2 people", timeout=30000)
+        wait_for(ann, "Bob", "m.frames > 5 && m.audio > 5")
+
+        cat.get_by_role("button", name="Call Ann").click()
+        ann.get_by_role("button", name="Accept").click(timeout=20000)
+        poll_page(ann, f"async () => (await ({DIRECT_FRAMES})()) > 10", timeout=30)
+        poll_page(cat, f"async () => (await ({DIRECT_FRAMES})()) > 10", timeout=30)
+        frames = media_of(ann, "Bob")["frames"]
+        wait_for(ann, "Bob", f"m.frames > {frames + 10}")  # the group call flows meanwhile
+        shot(ann, "direct-during-call")
+
+        cat.get_by_role("article", name="Call with Ann").get_by_role(
+            "button", name="Hang up").click()
+        expect(ann.get_by_role("article", name="Call with Cat").get_by_role("status")) \
+            .to_have_text("Cat hung up.")
+        expect(ann.locator("#call-status")).to_contain_text("2 people")
+        frames = media_of(ann, "Bob")["frames"]
+        wait_for(ann, "Bob", f"m.frames > {frames + 10}")
+    finally:
+        for context in contexts:
+            context.close()
