@@ -359,8 +359,7 @@ export class MeetingCall {
           this.setStatus("offline", "You cannot join this call.");
         } else if (this.phase === "in-call" || this.phase === "joining") {
           this.phase = "joining";
-          this.setStatus("reconnecting",
-                         `Connection lost; reconnecting in ${event.retryInSeconds} s…`);
+          this.countDown(event.retryInSeconds);
         }
         this.render();
         return;
@@ -612,6 +611,23 @@ export class MeetingCall {
       tile.classList.toggle("speaking", speaking);
       tile.querySelector(".speaking-label").textContent = speaking ? "speaking" : "";
     }
+  }
+
+  // "Connection lost; reconnecting in 3 s…", counting down to the socket's next attempt.
+  countDown(seconds) {
+    clearInterval(this.countdownTimer);
+    let left = seconds;
+    const show = () => this.setStatus("reconnecting", left > 0
+      ? `Connection lost; reconnecting in ${left} s…` : "Connection lost; reconnecting…");
+    show();
+    this.countdownTimer = setInterval(() => {
+      left -= 1;
+      if (this.statusEl.dataset.state !== "reconnecting" || left < 0) {
+        clearInterval(this.countdownTimer);
+        return;
+      }
+      show();
+    }, 1000);
   }
 
   // --- rendering --------------------------------------------------------------------------
