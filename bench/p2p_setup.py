@@ -43,6 +43,8 @@ def one_call(browser, ann_url: str, bob_url: str, slug: str, mode: str) -> float
         ann, bob = (context.new_page() for context in contexts)
         join_as_guest(ann, path, "Ann")
         join_as_guest(bob, path, "Bob")
+        for page in (ann, bob):  # each page's signaling socket has said hello
+            page.wait_for_function("() => window.parleyDirect && window.parleyDirect.me")
         ann.get_by_role("button", name=f"{'Message' if mode == 'chat' else 'Call'} Bob").click()
         bob.get_by_role("button", name="Accept").click()
         for page in (ann, bob):

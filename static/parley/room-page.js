@@ -55,7 +55,16 @@ function scrollIfNear(el) {
 }
 
 let me = null;
-let direct = null; // DirectCalls, once its module has loaded
+// The direct conversations (signaling app) and the assistant (transcription app) are
+// loaded on their own: a failure in one never takes the room's chat down with it. A click on
+// "Message <name>" before the module is there waits for it.
+const directReady = import("./direct-calls.js").then(({ DirectCalls }) => {
+  const direct = new DirectCalls({ slug, container: document.getElementById("direct") });
+  direct.start();
+  window.addEventListener("pagehide", () => direct.close());
+  return direct;
+});
+directReady.catch((error) => console.error("direct calls unavailable", error));
 
 client.addEventListener("hello", ({ detail }) => {
   me = detail.hello.you;
@@ -118,8 +127,8 @@ function personItem(person, shared) {
     actions.className = "person-actions";
     const who = { id: person.id, name: person.name };
     actions.append(
-      actionButton(`Message ${person.name}`, () => direct?.message(who)),
-      actionButton(`Call ${person.name}`, () => direct?.call(who)),
+      actionButton(`Message ${person.name}`, () => directReady.then((d) => d.message(who))),
+      actionButton(`Call ${person.name}`, () => directReady.then((d) => d.call(who))),
     );
     li.append(actions);
   }
@@ -172,14 +181,6 @@ window.parleyCaptions = { board, room: client, mic: mountCaptionMic(slug, csrfTo
 
 wireInviteLink(document.getElementById("copy-invite"), document.getElementById("invite-url"),
   document.getElementById("invite-copied"));
-
-// The direct conversations (signaling app) and the assistant (transcription app) are
-// loaded on their own: a failure in one never takes the room's chat down with it.
-import("./direct-calls.js").then(({ DirectCalls }) => {
-  direct = new DirectCalls({ slug, container: document.getElementById("direct") });
-  direct.start();
-  window.addEventListener("pagehide", () => direct.close());
-}).catch((error) => console.error("direct calls unavailable", error));
 
 const assistantRoot = document.getElementById("assistant");
 if (assistantRoot) {
