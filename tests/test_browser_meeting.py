@@ -222,3 +222,31 @@ def test_a_direct_call_by_invitation_while_the_group_call_runs(chromium_browser,
     finally:
         for context in contexts:
             context.close()
+
+
+def test_two_people_with_one_name_are_told_apart_and_one_person_is_one_entry(
+        chromium_browser, daphne_factory):
+    """Two guests both called Sam get distinct tags and colours in "Here now"; one of them
+    in two tabs is still one entry."""
+    server = daphne_factory()
+    first, second = (participant(chromium_browser, server.base_url) for _ in range(2))
+    try:
+        page = first.new_page()
+        room = create_room(page, "Namesakes")
+        join_as_guest(page, room, "Sam")
+        other = second.new_page()
+        join_as_guest(other, room, "Sam")
+        first.new_page().goto(room)  # Sam's second tab
+        entries = page.locator("#presence li")
+        expect(entries).to_have_count(2)
+        tags = entries.locator(".tag").all_text_contents()
+        assert len(set(tags)) == 2 and all(tag.startswith("#") for tag in tags), tags
+        colours = entries.locator(".avatar").evaluate_all(
+            "spans => spans.map(s => s.style.backgroundColor)")
+        # A colour from each one's participant id (360 hues: equal for 1 pair in 360).
+        assert all(colour.startswith("rgb(") for colour in colours), colours
+        expect(page.get_by_role("button", name="Call Sam")).to_have_count(1)
+        shot(page, "namesakes")
+    finally:
+        first.close()
+        second.close()

@@ -13,7 +13,7 @@
 //   screen track from share to stop. Remote tracks are tied to people by mid (`participants`).
 import { SfuError, SfuEvent, sfuSocket } from "./sfu-protocol.js";
 import { iceProblemMessage, watchIce } from "./ice-health.js";
-import { avatar, colourOf, initialsOf } from "./people.js";
+import { avatar, colourOf, initialsOf, sharedNames, tagOf } from "./people.js";
 
 // Level above which a participant counts as speaking (getStats audioLevel, 0..1).
 const SPEAKING_LEVEL = 0.02;
@@ -726,6 +726,8 @@ export class MeetingCall {
   renderTiles(inCall) {
     const present = new Set();
     const ordered = [];
+    // Two people of one name in the call: the caption adds a short tag from the member id.
+    const shared = sharedNames(this.participants);
     if (inCall) {
       for (const person of this.participants) {
         const label = person.name;
@@ -750,7 +752,8 @@ export class MeetingCall {
         tile.classList.toggle("me", Boolean(person.you));
         tile.dataset.audioMuted = String(person.muted.audio);
         tile.dataset.videoMuted = String(person.muted.video);
-        tile.querySelector(".tile-name").textContent = person.you ? `${label} (you)` : label;
+        const tag = shared.has(String(label).toLocaleLowerCase()) ? ` ${tagOf(person.id)}` : "";
+        tile.querySelector(".tile-name").textContent = `${label}${tag}${person.you ? " (you)" : ""}`;
         const flags = [person.muted.audio ? "muted" : "", person.muted.video ? "camera off" : ""]
           .filter(Boolean);
         tile.querySelector(".tile-flags").textContent = flags.length ? flags.join(", ") : "";
