@@ -33,6 +33,7 @@ def test_invite_ask_see_it_stream_and_remove(chromium_browser, daphne_factory):
             panel.get_by_role("button", name="Invite assistant").click()
             expect(panel).to_have_attribute("data-state", "listening")
             expect(panel.get_by_role("button", name="Remove assistant")).to_be_visible()
+            expect(panel.get_by_role("button", name="Bring into the group call")).to_be_visible()
 
             page.fill("#ask-text", "who is here?")
             page.click("#ask-form button[type=submit]")

@@ -28,6 +28,7 @@ export function mountAssistant({ container, roomClient, slug }) {
   const part = (name) => container.querySelector(`[data-${name}]`);
   const inviteButton = container.querySelector("[data-action=invite]");
   const removeButton = container.querySelector("[data-action=remove]");
+  const voiceButton = container.querySelector("[data-action=voice]");
   const stateLabel = part("assistant-state");
   const unavailable = part("assistant-unavailable");
   const hint = part("assistant-hint");
@@ -37,12 +38,16 @@ export function mountAssistant({ container, roomClient, slug }) {
   const csrf = container.querySelector("[name=csrfmiddlewaretoken]");
   const base = `/rooms/${encodeURIComponent(slug)}/assistant`;
 
-  function show(state) {
+  function show(state, voice = container.dataset.voice === "on") {
     container.dataset.state = state;
-    stateLabel.textContent = STATE_LABELS[state] || state;
     const present = !["unknown", "unavailable", "absent"].includes(state);
+    container.dataset.voice = present && voice ? "on" : "off";
+    stateLabel.textContent = (STATE_LABELS[state] || state) + (present && voice ? " (in the call)" : "");
     inviteButton.hidden = state !== "absent";
     removeButton.hidden = !present;
+    voiceButton.hidden = !present;
+    voiceButton.setAttribute("aria-pressed", String(present && voice));
+    voiceButton.textContent = present && voice ? "Take out of the group call" : "Bring into the group call";
     hint.hidden = !present;
     if (!present) clearPreview();
   }
@@ -81,16 +86,17 @@ export function mountAssistant({ container, roomClient, slug }) {
     }
   }
 
-  async function act(action, button) {
+  async function act(action, button, body) {
     button.disabled = true;
     try {
+      const headers = { "X-CSRFToken": csrf ? csrf.value : "", Accept: "application/json" };
+      if (body !== undefined) headers["Content-Type"] = "application/json";
       const reply = await fetch(`${base}/${action}`, {
-        method: "POST",
-        headers: { "X-CSRFToken": csrf ? csrf.value : "", Accept: "application/json" },
+        method: "POST", headers, body: body === undefined ? undefined : JSON.stringify(body),
       });
-      const body = await reply.json().catch(() => ({}));
+      const answer = await reply.json().catch(() => ({}));
       if (!reply.ok) {
-        const error = body.error || {};
+        const error = answer.error || {};
         notice(error.message || `The server answered ${reply.status}.`, "error");
         await refresh();
       } else if (action === "invite" && container.dataset.state === "absent") {
@@ -105,11 +111,13 @@ export function mountAssistant({ container, roomClient, slug }) {
 
   inviteButton.addEventListener("click", () => act("invite", inviteButton));
   removeButton.addEventListener("click", () => act("remove", removeButton));
+  voiceButton.addEventListener("click", () =>
+    act("voice", voiceButton, { on: container.dataset.voice !== "on" }));
 
   roomClient.addEventListener("assistant", ({ detail: { event } }) => {
     switch (event.type) {
       case AssistantEvent.STATE:
-        show(event.state === "left" ? "absent" : event.state);
+        show(event.state === "left" ? "absent" : event.state, Boolean(event.voice));
         break;
       case AssistantEvent.DELTA:
         preview.hidden = false;

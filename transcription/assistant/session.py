@@ -160,8 +160,7 @@ class AssistantSession:
         try:
             await fanout.join(self.room.pk, self)
             joined = True
-            await self._broadcast(protocol.state_event(protocol.JOINING,
-                                                       invited_by=self.inviter_public))
+            await self._broadcast(self._state(protocol.JOINING))
             try:
                 self.connection = await self._connect()
             finally:
@@ -169,8 +168,7 @@ class AssistantSession:
             await self._call_presence(presence.add(self.room.pk, self.presence_name, self.me))
             await self._broadcast({"type": "presence", "joined": [self.me.as_dict()],
                                    "left": []})
-            await self._broadcast(protocol.state_event(protocol.LISTENING,
-                                                       invited_by=self.inviter_public))
+            await self._broadcast(self._state(protocol.LISTENING))
             self._spawn(self._tick_forever(), "ticker")
             await self._drive()
         except SessionFailed as failure:
@@ -243,6 +241,10 @@ class AssistantSession:
             elif '"assistant.state"' in text and f'"{protocol.LEAVING}"' in text:
                 if json.loads(text).get("state") == protocol.LEAVING:
                     self.stop(protocol.REMOVED)
+
+    def _state(self, state: str) -> dict:
+        return protocol.state_event(state, invited_by=self.inviter_public,
+                                    voice=self.voice is not None)
 
     async def _broadcast(self, event: dict) -> None:
         try:
@@ -339,8 +341,7 @@ class AssistantSession:
             kind = item[0]
             if kind == "stop":
                 self.end_reason = item[1]
-                await self._broadcast(protocol.state_event(protocol.LEAVING,
-                                                           invited_by=self.inviter_public))
+                await self._broadcast(self._state(protocol.LEAVING))
                 return
             if kind == "question":
                 await self._question(item[1])
@@ -384,8 +385,7 @@ class AssistantSession:
         self.answer = Answer(question)
         text = f"{question.author.get('name', 'Someone')}: {question.text}"
         self.history.append(("user", text))
-        await self._broadcast(protocol.state_event(protocol.THINKING,
-                                                   invited_by=self.inviter_public))
+        await self._broadcast(self._state(protocol.THINKING))
         item = {"type": "message", "role": "user",
                 "content": [{"type": "input_text", "text": text}]}
         if not await self._send(lambda sdk: sdk.conversation.item.create(item=item)):
@@ -416,8 +416,7 @@ class AssistantSession:
             voice, self.voice = self.voice, None
             await voice.close()
         await self._send(lambda sdk: sdk.session.update(session=self.session_config()))
-        await self._broadcast(protocol.state_event(
-            protocol.LISTENING, invited_by=self.inviter_public, voice=self.voice is not None))
+        await self._broadcast(self._state(protocol.LISTENING))
 
     async def _listen(self, pcm: bytes) -> None:
         """The call's mixed audio, to the upstream input buffer (raw: a typed append
@@ -454,16 +453,14 @@ class AssistantSession:
             self.answer = Answer(Question({"id": "", "name": "call"}, "(spoken)"),
                                  response_id=(event.get("response") or {}).get("id"),
                                  voice=True)
-            await self._broadcast(protocol.state_event(
-                protocol.THINKING, invited_by=self.inviter_public, voice=True))
+            await self._broadcast(self._state(protocol.THINKING))
             return True
         if kind == "response.output_audio.delta" and answer is not None:
             if self.voice is not None:
                 self.voice.speak(base64.b64decode(event.get("delta", "")))
                 if not answer.spoke:
                     answer.spoke = True
-                    await self._broadcast(protocol.state_event(
-                        protocol.SPEAKING, invited_by=self.inviter_public, voice=True))
+                    await self._broadcast(self._state(protocol.SPEAKING))
             return True
         return False
 
@@ -563,8 +560,7 @@ class AssistantSession:
                     protocol.ANSWER_FAILED, "The answer could not be stored."))
         await self._broadcast({"type": protocol.DONE, "response_id": answer.response_id,
                                "seq": seq})
-        await self._broadcast(protocol.state_event(protocol.LISTENING,
-                                                   invited_by=self.inviter_public))
+        await self._broadcast(self._state(protocol.LISTENING))
         if self.waiting:
             await self._begin(self.waiting.popleft())
 
