@@ -4,6 +4,7 @@ are kept under var/screenshots/ for a person to look at."""
 
 from __future__ import annotations
 
+import re
 import subprocess
 import sys
 
@@ -65,7 +66,9 @@ def test_pages_fit_the_screen_with_long_names(chromium_browser, server, viewport
     try:
         page = context.new_page()
         page.goto("/")
-        expect(page.locator("#lobby-pages [aria-current=page]")).to_have_text("Page 1 of 2")
+        # The session's database holds other tests' rooms too: at least the 56 seeded ones.
+        expect(page.locator("#lobby-pages [aria-current=page]")).to_have_text(
+            re.compile(r"Page 1 of [2-9]\d*"))
         look(page, "lobby")
 
         page.goto("/accounts/signup/")
