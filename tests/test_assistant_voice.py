@@ -30,7 +30,7 @@ LOUD_RMS = 500  # the stand-in's tone is ~5,600 RMS; Opus's silence is ~0
 # over it: its speech reaching the stand-in (encode, SFU, the assistant's jitter buffer and
 # decoder, a 40 ms mixing period), the VAD's onset (60 ms of loud frames, later on a soft
 # first sound), speech_started back to Parley, and what is already on its way down (the
-# SFU's and the listener's queues and jitter buffer). Bound 1.5 s; measured 0.86-1.0 s here.
+# SFU's and the listener's queues and jitter buffer). Bound 1.5 s; measured 0.74-0.78 s here.
 INTERRUPT_BOUND_FRAMES = 75
 
 

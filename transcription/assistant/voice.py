@@ -43,8 +43,7 @@ log = logging.getLogger(__name__)
 RATE = 24000  # the Realtime API's PCM16 mono rate, in and out
 FRAME_SAMPLES = 480  # 20 ms
 FRAME_BYTES = FRAME_SAMPLES * 2
-MIX_MS = 40  # how much mixed audio goes upstream at a time (its share of the reply latency)
-MIX_BYTES = RATE * 2 * MIX_MS // 1000
+MIX_MS = 40  # the mixer's period: its share of the reply and interruption latency
 MAX_BUFFERED_BYTES = RATE * 2 * 5  # per listened track: a stalled mixer drops, never grows
 JOIN_TIMEOUT = 15
 
@@ -220,12 +219,15 @@ class CallVoice:
                 self.on_audio(pcm)
 
     def mix(self) -> bytes:
-        """Up to MIX_BYTES of every member's audio, summed (clipped); b"" when none came."""
+        """Everything each member's track delivered since the last mix, summed (clipped);
+        b"" when none came. All of it, not MIX_BYTES: the mixer's period drifts (a sleep
+        plus the work), and taking a fixed amount per period let a backlog, and so the
+        latency, grow for as long as the call lasted."""
         parts = []
         for buffer in list(self.buffers.values()):
             if buffer:
-                parts.append(np.frombuffer(bytes(buffer[:MIX_BYTES]), dtype=np.int16))
-                del buffer[:MIX_BYTES]
+                parts.append(np.frombuffer(bytes(buffer), dtype=np.int16))
+                buffer.clear()
         if not parts:
             return b""
         if len(parts) == 1:
