@@ -42,7 +42,13 @@ def lobby(request: HttpRequest, form: CreateRoomForm | None = None, status: int 
     page = Paginator(rooms, LOBBY_PAGE_SIZE).get_page(request.GET.get("page"))
     shown = list(page.object_list)
     present = async_to_sync(presence_store().members_of)([r.pk for r in shown])
-    listing = [(room, present.get(room.pk, [])) for room in shown]
+    # "N here" counts people; an assistant in the room (presence kind "assistant", #15) is
+    # mentioned, not counted.
+    listing = []
+    for room in shown:
+        everyone = present.get(room.pk, [])
+        people = [p for p in everyone if p.kind != "assistant"]
+        listing.append((room, people, len(people) < len(everyone)))
     return render(
         request, "rooms/lobby.html",
         {"listing": listing, "page": page, "form": form or CreateRoomForm()}, status=status,

@@ -39,6 +39,8 @@ def test_each_room_shows_how_many_are_here_from_one_presence_lookup(client, monk
     for conn, room, who in [("c1", 0, "Ann"), ("c2", 0, "Bob"), ("c3", 0, "Bob"),
                             ("c4", 1, "Cy")]:
         async_to_sync(store.add)(rooms[room].pk, conn, Present(f"p-{who}", who))
+    # The room's assistant is mentioned, not counted as a person.
+    async_to_sync(store.add)(rooms[1].pk, "c5", Present("p-assistant", "Assistant", "assistant"))
     calls = []
     original = store.members_of
 
@@ -48,7 +50,8 @@ def test_each_room_shows_how_many_are_here_from_one_presence_lookup(client, monk
 
     monkeypatch.setattr(store, "members_of", counted)
     html = client.get("/").content.decode()
-    assert "2 here: Ann, Bob" in html and "1 here: Cy" in html and "nobody here" in html
+    assert "2 here: Ann, Bob<" in html and "nobody here" in html
+    assert "1 here: Cy (with the assistant)" in html
     assert calls == [[room.pk for room in rooms]]
 
 
