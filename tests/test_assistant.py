@@ -232,3 +232,35 @@ def test_admin_shows_usage_against_the_budget(settings, admin_client):
     assert page.status_code == 200
     text = page.content.decode()
     assert "Budget left (tokens)" in text and ">600<" in text
+
+
+async def test_the_session_is_replaced_between_answers_keeping_the_conversation(standin,
+                                                                                settings):
+    """Before OpenAI's 60-minute limit (ASSISTANT_ROTATE_SECONDS) a fresh upstream session
+    takes over between answers; it is given the conversation so far, the old one is closed,
+    and the next question is answered on the new one."""
+    standin.script.add(Reply(text="First answer."))
+    standin.script.add(Reply(text="Second answer."))
+    ann, room = await invited(standin)
+    await ann.say("@assistant first question?", "q1")
+    await ann.until(lambda e: e["type"] == "chat.message" and e["author"]["name"] == "Assistant")
+    await ann.until(of("assistant.done"))
+
+    settings.ASSISTANT = {**settings.ASSISTANT, "ROTATE_SECONDS": 0}
+    await standin.wait_until(lambda: len(standin.sessions) >= 2 and standin.sessions[0].closed,
+                             WAIT)
+    settings.ASSISTANT = {**settings.ASSISTANT, "ROTATE_SECONDS": 3300}
+    await ann.say("@assistant second question?", "q2")
+    answer, _ = await ann.until(lambda e: e["type"] == "chat.message"
+                                and e["author"]["name"] == "Assistant")
+    assert answer["text"] == "Second answer."
+    await standin.wait_until(lambda: sum(not s.closed for s in standin.sessions) == 1, WAIT)
+    current = next(s for s in standin.sessions if not s.closed)
+    assert current is not standin.sessions[0]
+    # The history (question and answer) went in before the new question and its response.
+    events = current.client_events
+    assert events.count("conversation.item.create") >= 3, events
+    assert events.index("session.update") < events.index("conversation.item.create")
+    assert "response.create" in events
+    await ann.post("remove")
+    await ann.socket.disconnect()
