@@ -33,6 +33,14 @@ from rooms.origin import SameOriginValidator  # noqa: E402
 
 transport.install(settings.PARLEY["MAX_OUTBOUND_BYTES"])
 
+# The event loop shares the GIL with the chat writer thread (rooms/writer.py), which drops it
+# for every database call and must get it back after each: by default a thread waits up to
+# 5 ms for it while the loop runs (a room's flush, a burst of frames), so one batch of
+# messages waited several such intervals before it was stored and broadcast: a tail of the
+# 2-process p99 in bench/chat_fanout.py (issue #13). 0.5 ms bounds each wait.
+GIL_SWITCH_INTERVAL_SECONDS = 0.0005
+sys.setswitchinterval(GIL_SWITCH_INTERVAL_SECONDS)
+
 websocket_urlpatterns = [
     *rooms.routing.websocket_urlpatterns,
     *signaling.routing.websocket_urlpatterns,
