@@ -264,3 +264,30 @@ async def test_the_session_is_replaced_between_answers_keeping_the_conversation(
     assert "response.create" in events
     await ann.post("remove")
     await ann.socket.disconnect()
+
+
+async def test_the_assistant_leaves_when_its_inviter_loses_access(standin):
+    """It acts only with the inviting member's rights: when the room turns private, the
+    guest who invited it may no longer be there, and neither may it."""
+    ann, room = await invited(standin)
+    session = manager.local_session(room.pk)
+    tasks = session.tasks()
+    stopped = asyncio.Event()
+    original = session.stop
+
+    def stop(reason: str) -> None:
+        if not stopped.is_set():  # the first reason (its own "leaving" echo follows)
+            session.stopped_for = reason
+            stopped.set()
+        original(reason)
+
+    session.stop = stop
+    room.is_private = True
+    await database_sync_to_async(room.save)()
+    async with asyncio.timeout(WAIT):
+        await stopped.wait()
+        await asyncio.gather(*tasks, return_exceptions=True)
+    assert session.stopped_for == "access_lost"
+    assert manager.live_sessions() == [] and await lease.leases().holder(room.pk) is None
+    record = standin.sessions[0]
+    await standin.wait_until(lambda: record.closed, WAIT)
