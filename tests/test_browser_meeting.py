@@ -98,6 +98,10 @@ def test_a_meeting_on_the_room_page(chromium_browser, daphne_factory):
         expect(tile(ann, "Bob")).to_have_attribute("data-video-muted", "true")
         expect(tile(ann, "Bob")).to_contain_text("camera off")
         expect(tile(ann, "Bob").locator(".avatar")).to_have_text("B")
+        # The same person looks the same in the call and in "Here now" (participant id).
+        colour = "e => e.style.backgroundColor"
+        assert tile(ann, "Bob").locator(".avatar").evaluate(colour) == ann.locator(
+            "#presence li", has_text="Bob").locator(".avatar").evaluate(colour)
         expect(tile(bob, "Ann")).to_have_class("tile speaking", timeout=20000)
         shot(bob, "2-listening")
 

@@ -28,6 +28,7 @@ from dataclasses import dataclass, field
 from aiortc import RTCPeerConnection, RTCRtpSender, RTCSessionDescription
 from aiortc.sdp import SessionDescription
 
+from rooms.identity import public_id_for
 from rooms.protocol import ProtocolError
 from signaling.ice import peer_connection as peer_connection  # re-exported for old imports
 
@@ -576,7 +577,12 @@ class SfuRoom:
                 if subscription is not None and subscription.transceiver.mid is not None:
                     mids[source] = subscription.transceiver.mid
             participants.append({
-                "id": member.id, "name": member.name, "muted": dict(member.muted),
+                "id": member.id, "name": member.name,
+                # Who the member is in the room (presence's id), so pages can show the same
+                # person the same way in the call and in "Here now".
+                "participant": public_id_for(member.speaker_key) if member.speaker_key
+                else None,
+                "muted": dict(member.muted),
                 "mids": mids, "publishing": sorted(member.publications), "you":
                 member is viewer,
             })

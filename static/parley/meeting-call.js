@@ -735,7 +735,8 @@ export class MeetingCall {
           const key = `${person.id}:screen`;
           present.add(key);
           const tile = this.tileOf(key) || this.makeTile(key, `Screen shared by ${label}`,
-                                                         { screen: true, id: person.id });
+                                                         { screen: true,
+                                                           id: person.participant || person.id });
           tile.querySelector(".tile-name").textContent = person.you ? "Your screen"
             : `${label}'s screen`;
           const track = person.you ? this.local.screen : this.tracksByMid.get(person.mids.screen);
@@ -745,10 +746,9 @@ export class MeetingCall {
           ordered.push(tile);
         }
         present.add(person.id);
-        // Your own tile takes your participant colour, as in "Here now"; the call does not
-        // tell others' participant ids, so their tiles are coloured by member id.
+        // Coloured by participant id, as in "Here now".
         const tile = this.tileOf(person.id) || this.makeTile(person.id, label, {
-          id: person.you ? this.stage.closest("#room").dataset.meId : person.id });
+          id: person.participant || person.id });
         tile.classList.toggle("me", Boolean(person.you));
         tile.dataset.audioMuted = String(person.muted.audio);
         tile.dataset.videoMuted = String(person.muted.video);
