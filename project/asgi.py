@@ -10,6 +10,7 @@ if their clients had hung up; see http.
 """
 
 import asyncio
+import gc
 import logging
 import os
 import sys
@@ -159,3 +160,32 @@ def close_media_on_daphne_shutdown() -> None:
 
 close_media_on_daphne_shutdown()
 
+
+def freeze_startup_objects() -> None:
+    """Move every object alive now out of the garbage collector's reach (gc.freeze): the
+    modules, classes and settings of a started process, which live as long as it does. A
+    full collection walked all of them (about 180,000) and stopped the event loop for
+    70-150 ms a few times a minute under chat load, every socket of the process waiting:
+    a tail of bench/chat_fanout.py's p99 (issue #13). Later full collections walk only what
+    was made since, a few ms. An object alive at a freeze is never collected if it becomes
+    cyclic garbage later, so this runs only at startup."""
+    gc.collect()
+    gc.freeze()
+
+
+def freeze_after_startup() -> None:
+    """Import what the first requests would (every view, through the URL patterns), then
+    freeze; under daphne once more when its reactor starts, after daphne's own imports and
+    before the first connection."""
+    from django.urls import get_resolver
+
+    import rooms.redis  # noqa: F401  (the Redis client the fan-out and presence load lazily)
+
+    get_resolver().url_patterns  # noqa: B018  (imports every view)
+    freeze_startup_objects()
+    reactor = sys.modules.get("twisted.internet.reactor")
+    if reactor is not None:
+        reactor.callWhenRunning(freeze_startup_objects)
+
+
+freeze_after_startup()
