@@ -6,28 +6,18 @@ from __future__ import annotations
 import pytest
 from playwright.sync_api import expect
 
-from tests.support.chromium import create_room, join_call_as_guest, participant, poll_page
+from tests.support.chromium import (
+    REMOTE_CALL_MEDIA,
+    create_room,
+    join_call_as_guest,
+    participant,
+    poll_page,
+)
 
 pytestmark = [pytest.mark.browser, pytest.mark.sfu]
 
-# Per remote participant (by name): video frames decoded and audio packets received, from the
-# subscribe connection's stats, mapped through the server's participants message.
-REMOTE_MEDIA = """async () => {
-  const call = window.parleyCall;
-  if (!call.subscribePc) return {};
-  const byMid = {};
-  for (const r of (await call.subscribePc.getStats()).values()) {
-    if (r.type === "inbound-rtp") byMid[r.mid] = r;
-  }
-  const out = {};
-  for (const p of call.participants) {
-    if (p.you) continue;
-    const video = byMid[p.mids.video] || {};
-    const audio = byMid[p.mids.audio] || {};
-    out[p.name] = {frames: video.framesDecoded || 0, audio: audio.packetsReceived || 0};
-  }
-  return out;
-}"""
+REMOTE_MEDIA = REMOTE_CALL_MEDIA  # per remote participant: frames, audio, screen
+
 
 
 def wait_for_media(page, names: list[str], more_than: int = 10) -> None:

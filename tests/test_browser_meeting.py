@@ -9,6 +9,7 @@ import pytest
 from playwright.sync_api import expect
 
 from tests.support import servers
+from tests.support.chromium import REMOTE_CALL_MEDIA as REMOTE_MEDIA
 from tests.support.chromium import (
     create_room,
     join_as_guest,
@@ -22,28 +23,6 @@ pytestmark = [pytest.mark.browser, pytest.mark.sfu]
 SHOTS = servers.ROOT / "var" / "screenshots"
 PHONE = {"width": 390, "height": 844}
 DESKTOP = {"width": 1280, "height": 860}
-
-# Per remote participant (by name) and source: video frames decoded and audio packets
-# received on the subscribe connection, mapped through the server's `participants`.
-REMOTE_MEDIA = """async () => {
-  const call = window.parleyCall;
-  if (!call.subscribePc) return {};
-  const byMid = {};
-  for (const r of (await call.subscribePc.getStats()).values()) {
-    if (r.type === "inbound-rtp") byMid[r.mid] = r;
-  }
-  const out = {};
-  for (const p of call.participants) {
-    if (p.you) continue;
-    out[p.name] = {
-      frames: (byMid[p.mids.video] || {}).framesDecoded || 0,
-      audio: (byMid[p.mids.audio] || {}).packetsReceived || 0,
-      screen: (byMid[p.mids.screen] || {}).framesDecoded || 0,
-    };
-  }
-  return out;
-}"""
-
 
 def media_of(page, name: str) -> dict:
     return page.evaluate(f"async () => ((await ({REMOTE_MEDIA})())[{name!r}] || {{}})")

@@ -146,3 +146,26 @@ def join_call_as_guest(page, room_path: str, name: str) -> None:
     page.fill("#join-form input[name=name]", name)
     page.click("#join-form button[type=submit]")
     page.wait_for_url(f"**{room_path}?join=call")
+
+
+# The room page's group call (window.parleyCall): per remote participant (by name) and
+# source, video frames decoded and audio packets received on the subscribe connection,
+# mapped through the server's `participants`.
+REMOTE_CALL_MEDIA = """async () => {
+  const call = window.parleyCall;
+  if (!call.subscribePc) return {};
+  const byMid = {};
+  for (const r of (await call.subscribePc.getStats()).values()) {
+    if (r.type === "inbound-rtp") byMid[r.mid] = r;
+  }
+  const out = {};
+  for (const p of call.participants) {
+    if (p.you) continue;
+    out[p.name] = {
+      frames: (byMid[p.mids.video] || {}).framesDecoded || 0,
+      audio: (byMid[p.mids.audio] || {}).packetsReceived || 0,
+      screen: (byMid[p.mids.screen] || {}).framesDecoded || 0,
+    };
+  }
+  return out;
+}"""
